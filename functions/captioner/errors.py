@@ -1,0 +1,53 @@
+"""Error types. The batch code decides retry vs record from the type, never from a message."""
+
+
+class CaptionerError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(CaptionerError):
+    """The deployment is misconfigured (bad environment variable, missing secret)."""
+
+
+class ImageRejected(CaptionerError):
+    """The object is not an image we can caption; record REJECTED and consume the message."""
+
+    def __init__(self, reason: str, *, format: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.format = format
+
+
+class ProviderError(CaptionerError):
+    """Base class for provider failures."""
+
+
+class ProviderImageError(ProviderError):
+    """The provider says the image itself is at fault: permanent, record FAILED, no retry."""
+
+
+class ProviderTransientError(ProviderError):
+    """Busy, rate limited, timed out, 5xx, malformed reply: retry with backoff.
+
+    ``retry_after`` is the provider's own hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderConfigError(ProviderError):
+    """Invalid API key, no credit, forbidden: not the image's fault.
+
+    Never retried in-process (it will not fix itself in seconds) and never marks the image
+    REJECTED; the message fails so SQS retries and dead-letters it for a redrive after the fix.
+    """
+
+
+class ProviderPending(ProviderTransientError):
+    """The provider queued the job and it was not done in time; retry polls ``job_id``."""
+
+    def __init__(self, message: str, *, job_id: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.job_id = job_id
