@@ -1,0 +1,704 @@
+"""Static checks of template.yaml, samconfig.toml and events/*.json.
+
+Nothing here talks to AWS. The template is read with cfn-lint's YAML loader, which
+understands the CloudFormation short tags (!Ref, !Sub, ...) and returns plain dicts in the
+long form ({"Ref": ...}, {"Fn::Sub": ...}).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SAM = ROOT / ".tools" / "sam" / "bin" / "sam"
+EVENTS = ROOT / "events"
+CONFIG_PY = ROOT / "functions" / "captioner" / "config.py"
+
+FUNCTION_TIMEOUT_MULTIPLE = 6  # Lambda: SQS visibility timeout >= 6x the function timeout
+EXAMPLE_STACK_ID = (
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/captioner/"
+    "51af3dc0-da77-11e4-872e-1234567db123"
+)
+EXAMPLE_PSEUDO = {
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::StackId": EXAMPLE_STACK_ID,
+    "AWS::StackName": "captioner",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return cfn_yaml.load(str(TEMPLATE))
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def _props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    assert logical_id in resources, f"template.yaml has no resource {logical_id}"
+    return resources[logical_id].get("Properties", {})
+
+
+def _function_props(template: dict[str, Any]) -> dict[str, Any]:
+    """CaptionFunction's properties with Globals.Function merged underneath."""
+    merged = dict(template.get("Globals", {}).get("Function", {}))
+    merged.update(_props(template["Resources"], "CaptionFunction"))
+    return merged
+
+
+def _branches(value: Any) -> list[Any]:
+    """Every value an Fn::If may take (both branches, recursively); NoValue dropped."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        _, yes, no = value["Fn::If"]
+        return _branches(yes) + _branches(no)
+    if value == {"Ref": "AWS::NoValue"}:
+        return []
+    return [value]
+
+
+def _as_list(value: Any) -> list[Any]:
+    out: list[Any] = []
+    for v in _branches(value):
+        if isinstance(v, list):
+            for item in v:
+                out.extend(_branches(item))
+        else:
+            out.append(v)
+    return out
+
+
+def _evaluate(value: Any, params: dict[str, Any] | None = None) -> Any:
+    """A small evaluator for the intrinsics used in names: Ref (pseudo/params), Sub, Select,
+    Split, Join. Enough to compute the bucket name for an example stack id."""
+    env = {**EXAMPLE_PSEUDO, **(params or {})}
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return env[arg]
+        if fn == "Fn::Select":
+            return _evaluate(arg[1], params)[int(arg[0])]
+        if fn == "Fn::Split":
+            return _evaluate(arg[1], params).split(arg[0])
+        if fn == "Fn::Join":
+            return arg[0].join(_evaluate(v, params) for v in arg[1])
+        if fn == "Fn::Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else arg
+            local = {k: _evaluate(v, params) for k, v in variables.items()}
+            return re.sub(r"\$\{([^}!]+)\}", lambda m: str(local.get(m[1], env.get(m[1]))), text)
+        raise AssertionError(f"cannot evaluate {fn} here")
+    return value
+
+
+def _render(value: Any) -> str:
+    """An IAM Resource as a Sub-style string, e.g. "${CaptionsTable.Arn}/index/x"."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return "${" + arg + "}"
+        if fn == "Fn::GetAtt":
+            return "${" + (arg if isinstance(arg, str) else ".".join(arg)) + "}"
+        if fn == "Fn::Sub":
+            return arg if isinstance(arg, str) else arg[0]
+        if fn == "Fn::Join":
+            return arg[0].join(_render(v) for v in arg[1])
+    raise AssertionError(f"unexpected IAM resource expression {value!r}")
+
+
+def _possible_numbers(template: dict[str, Any], value: Any) -> list[int]:
+    """Every value a numeric property can take: a literal, or a Ref to a parameter (its
+    AllowedValues, else its MinValue/MaxValue/Default)."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return [int(value)]
+    if isinstance(value, dict) and "Ref" in value:
+        p = template["Parameters"][value["Ref"]]
+        if "AllowedValues" in p:
+            return [int(v) for v in p["AllowedValues"]]
+        bounds = [p[k] for k in ("MinValue", "MaxValue", "Default") if k in p]
+        assert "MinValue" in p and "MaxValue" in p, f"parameter {value['Ref']} is unbounded"
+        return [int(v) for v in bounds]
+    raise AssertionError(f"cannot tell the possible values of {value!r}")
+
+
+def _identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(owner, statement) for every identity-based policy statement in the template."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        docs: list[Any] = []
+        if res["Type"] == "AWS::IAM::Role":
+            docs = [p["PolicyDocument"] for p in _as_list(props.get("Policies", []))]
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+            docs = [props["PolicyDocument"]]
+        elif res["Type"] == "AWS::Serverless::Function":
+            for p in _as_list(props.get("Policies", [])):
+                if isinstance(p, dict) and "Statement" in p:
+                    docs.append(p)
+        for doc in docs:
+            for st in _as_list(doc["Statement"]):
+                found.append((name, st))
+    return found
+
+
+# ------------------------------------------------------------------ linters
+
+
+def test_cfn_lint_is_clean() -> None:
+    matches = lint_file(TEMPLATE, config=ManualArgs(regions=["us-east-1"], include_checks=["I"]))
+    assert not matches, "cfn-lint findings:\n" + "\n".join(str(m) for m in matches)
+
+
+def test_sam_validate_lint_is_clean() -> None:
+    assert SAM.is_file() and os.access(SAM, os.X_OK), (
+        f"AWS SAM CLI not found at {SAM.relative_to(ROOT)}: it is installed into its own venv "
+        "(never into .venv) by the setup script before the tests run"
+    )
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+    proc = subprocess.run(
+        [str(SAM), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"sam validate --lint failed ({proc.returncode}):\n{output}"
+    assert "is a valid SAM Template" in output, output
+
+
+# ------------------------------------------------------------------ function
+
+
+def test_function_basics(template: dict[str, Any]) -> None:
+    fn = _function_props(template)
+    assert template["Resources"]["CaptionFunction"]["Type"] == "AWS::Serverless::Function"
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert fn["Runtime"] == "python3.12"
+    assert fn["Architectures"] == ["arm64"]
+    assert fn["Tracing"] == "Active"
+    assert fn["Handler"] == "captioner.handler.lambda_handler"
+    assert fn["CodeUri"] == "functions/"
+    assert 512 in _possible_numbers(template, fn["MemorySize"])
+    assert _possible_numbers(template, fn["Timeout"]) == [60]
+
+
+def test_handler_resolves_to_a_module_under_code_uri(template: dict[str, Any]) -> None:
+    fn = _function_props(template)
+    module, _, attr = fn["Handler"].rpartition(".")
+    path = ROOT / fn["CodeUri"] / (module.replace(".", "/") + ".py")
+    assert path.is_file(), f"Handler {fn['Handler']} needs {path.relative_to(ROOT)}"
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom):
+            defined.update(a.asname or a.name for a in node.names)
+    assert attr in defined, f"{path.relative_to(ROOT)} defines no top-level {attr}"
+
+
+def _env_names_read_by_config() -> set[str]:
+    """Names config.py reads: env.get("X"), env["X"], os.environ..., _int(env, "X", ...)."""
+    tree = ast.parse(CONFIG_PY.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    is_name = re.compile(r"^[A-Z][A-Z0-9_]*$").match
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            reads_env = (isinstance(func, ast.Attribute) and func.attr in ("get", "getenv")) or any(
+                isinstance(a, ast.Name) and a.id in ("env", "environ") for a in node.args
+            )
+            if reads_env:
+                names.update(
+                    a.value
+                    for a in node.args
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str) and is_name(a.value)
+                )
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+            and is_name(node.slice.value)
+        ):
+            names.add(node.slice.value)
+    return names
+
+
+def test_environment_matches_config(template: dict[str, Any]) -> None:
+    read = _env_names_read_by_config()
+    assert {"CAPTIONS_TABLE", "CAPTION_PROVIDER"} <= read, f"could not parse {CONFIG_PY}: {read}"
+    variables = _function_props(template)["Environment"]["Variables"]
+    unknown = {k for k in variables if k not in read and not k.startswith("POWERTOOLS_")}
+    assert not unknown, f"template sets variables config.py never reads: {sorted(unknown)}"
+    assert variables["CAPTIONS_TABLE"] == {"Ref": "CaptionsTable"}
+    assert variables["CAPTION_MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    assert variables["MODELSLAB_API_KEY_SECRET"] == {"Ref": "ModelsLabApiKeySecret"}
+    assert variables["CAPTION_PROVIDER"] == {"Ref": "CaptionProvider"}
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "captioner"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Captioner"
+    for name in (
+        "MODELSLAB_API_URL",
+        "CAPTION_SKIP_TAG",
+        "CAPTION_LENGTH",
+        "CAPTION_TAG_KEY",
+        "CAPTION_BATCH_CONCURRENCY",
+        "POWERTOOLS_LOG_LEVEL",
+    ):
+        assert name in variables, name
+
+
+def test_parameters(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert params["CaptionProvider"]["AllowedValues"] == ["modelslab", "local"]
+    assert params["CaptionProvider"]["Default"] == "modelslab"
+    assert params["CaptionLength"]["AllowedValues"] == ["short", "normal", "long"]
+    assert params["ModelsLabApiUrl"]["Default"] == "https://modelslab.com/api/v6"
+    assert params["MaxReceiveCount"]["Default"] == 5
+    assert params["MaximumConcurrency"]["Default"] == 2
+    assert params["MaximumConcurrency"]["MinValue"] == 2
+    for name in ("KeyPrefixFilter", "KeySuffixFilter", "ModelsLabApiKeySecret", "AlarmEmail"):
+        assert params[name]["Default"] == "", name
+    # modelslab without a key secret is refused at deploy time
+    rule = template["Rules"]["ModelsLabNeedsApiKeySecret"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "CaptionProvider"}, "modelslab"]}
+
+
+def test_sqs_event_source(template: dict[str, Any]) -> None:
+    events = _function_props(template)["Events"]
+    sqs = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert len(sqs) == 1 and len(events) == 1
+    (src,) = sqs
+    assert src["Queue"] == {"Fn::GetAtt": ["CaptionQueue", "Arn"]}
+    assert src["BatchSize"] == 10
+    assert 0 < src["MaximumBatchingWindowInSeconds"] <= 5
+    assert src["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert src["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
+
+
+# ------------------------------------------------------------------ IAM
+
+ALLOWED_STAR_ACTIONS_ON_ANY_RESOURCE = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def test_function_uses_its_own_least_privilege_role(template: dict[str, Any]) -> None:
+    fn = _function_props(template)
+    assert fn["Role"] == {"Fn::GetAtt": ["CaptionFunctionRole", "Arn"]}, (
+        "a SAM-generated role would attach AWSLambdaSQSQueueExecutionRole (Resource '*')"
+    )
+    assert "Policies" not in fn
+    role = _props(template["Resources"], "CaptionFunctionRole")
+    assert not role.get("ManagedPolicyArns"), "no managed policies on the function role"
+
+
+def test_iam_has_no_wildcards_beyond_the_bucket_objects(template: dict[str, Any]) -> None:
+    statements = _identity_statements(template)
+    assert statements, "no IAM statements found"
+    for owner, st in statements:
+        assert st["Effect"] == "Allow", (owner, st)
+        assert "NotAction" not in st and "NotResource" not in st, (owner, st)
+        actions = [a for a in _as_list(st["Action"])]
+        for action in actions:
+            assert "*" not in action, f"{owner}: wildcard action {action}"
+        for resource in _as_list(st["Resource"]):
+            text = _render(resource)
+            if "*" not in text:
+                continue
+            if text == "*":
+                # X-Ray has no resource-level permissions for sending traces.
+                assert set(actions) <= ALLOWED_STAR_ACTIONS_ON_ANY_RESOURCE, (owner, st)
+            elif text.endswith(":log-stream:*"):
+                # Lambda names the streams at run time; the group is the function's own.
+                assert "${CaptionFunctionLogGroup}" in text and text.count("*") == 1, text
+                assert set(actions) <= {"logs:CreateLogStream", "logs:PutLogEvents"}, actions
+            else:
+                assert text in (
+                    "arn:${AWS::Partition}:s3:::${UploadBucket}/*",
+                    "${UploadBucket.Arn}/*",
+                ), f"{owner}: wildcard resource {text}"
+
+
+def _statements_with(template: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [
+        st
+        for _, st in _identity_statements(template)
+        if any(a.startswith(prefix) for a in _as_list(st["Action"]))
+    ]
+
+
+def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
+    (s3,) = _statements_with(template, "s3:")
+    assert set(_as_list(s3["Action"])) == {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+    }
+    assert [_render(r) for r in _as_list(s3["Resource"])] in (
+        ["arn:${AWS::Partition}:s3:::${UploadBucket}/*"],
+        ["${UploadBucket.Arn}/*"],
+    )
+
+    (ddb,) = _statements_with(template, "dynamodb:")
+    assert set(_as_list(ddb["Action"])) == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+    }
+    assert {_render(r) for r in _as_list(ddb["Resource"])} == {
+        "${CaptionsTable.Arn}",
+        "${CaptionsTable.Arn}/index/by-bucket-updated",
+        "${CaptionsTable.Arn}/index/by-status-updated",
+    }
+
+    (sqs,) = _statements_with(template, "sqs:")
+    assert [_render(r) for r in _as_list(sqs["Resource"])] == ["${CaptionQueue.Arn}"]
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} <= set(
+        _as_list(sqs["Action"])
+    )
+
+    (secret,) = _statements_with(template, "secretsmanager:")
+    assert _as_list(secret["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert _as_list(secret["Resource"]) == [{"Ref": "ModelsLabApiKeySecret"}]
+    # ... and only when a secret is given
+    policies = _props(template["Resources"], "CaptionFunctionRole")["Policies"]
+    conditional = [p for p in policies if isinstance(p, dict) and "Fn::If" in p]
+    assert [p["Fn::If"][0] for p in conditional] == ["HasApiKeySecret"]
+    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"]["HasApiKeySecret"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ModelsLabApiKeySecret"}, ""]}]
+    }
+
+
+# ------------------------------------------------------------------ queues
+
+
+def test_visibility_timeout_covers_six_function_timeouts(template: dict[str, Any]) -> None:
+    fn = _function_props(template)
+    queue = _props(template["Resources"], "CaptionQueue")
+    longest = max(_possible_numbers(template, fn["Timeout"]))
+    shortest = min(_possible_numbers(template, queue["VisibilityTimeout"]))
+    assert shortest >= FUNCTION_TIMEOUT_MULTIPLE * longest, (shortest, longest)
+
+
+def test_queues_encryption_redrive_and_retention(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    queue, dlq = _props(res, "CaptionQueue"), _props(res, "CaptionDeadLetterQueue")
+    assert queue["SqsManagedSseEnabled"] is True
+    assert dlq["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["CaptionDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert dlq["MessageRetentionPeriod"] == 1209600  # 14 days
+
+
+def test_queue_policy_admits_only_the_upload_bucket(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    policy = _props(res, "CaptionQueuePolicy")
+    assert policy["Queues"] == [{"Ref": "CaptionQueue"}]
+    statements = policy["PolicyDocument"]["Statement"]
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    assert len(allows) == 1
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert _as_list(allow["Action"]) == ["sqs:SendMessage"]
+    cond = allow["Condition"]
+    source_arn = (cond.get("ArnEquals") or cond.get("ArnLike"))["aws:SourceArn"]
+    assert cond["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    # The queue policy names the bucket by the same expression as the bucket itself.
+    bucket_name = _evaluate(_props(res, "UploadBucket")["BucketName"])
+    assert _evaluate(source_arn) == f"arn:aws:s3:::{bucket_name}"
+    assert _denies_insecure_transport(statements)
+
+
+def _denies_insecure_transport(statements: list[dict[str, Any]]) -> bool:
+    return any(
+        s["Effect"] == "Deny"
+        and s["Principal"] in ("*", {"AWS": "*"})
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+        for s in statements
+    )
+
+
+def test_dead_letter_alarm(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    alarm = _props(res, "CaptionDeadLetterAlarm")
+    assert res["CaptionDeadLetterAlarm"]["Type"] == "AWS::CloudWatch::Alarm"
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["CaptionDeadLetterQueue", "QueueName"]}}
+    ]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] == 0
+    assert res["AlarmTopic"]["Condition"] == "HasAlarmEmail"
+    assert _props(res, "AlarmTopic")["Subscription"][0]["Protocol"] == "email"
+    assert "KmsMasterKeyId" in _props(res, "AlarmTopic")
+
+
+# ------------------------------------------------------------------ bucket
+
+
+def test_bucket_name_is_deterministic_and_valid(resources: dict[str, Any]) -> None:
+    name = _evaluate(_props(resources, "UploadBucket")["BucketName"])
+    assert name == "captioner-123456789012-1234567db123"
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name), name
+    # Longest possible: the account id is always 12 digits and a UUID's last group 12 hex.
+    assert len("captioner-") + 12 + 1 + 12 <= 63
+
+
+def test_bucket_is_private_encrypted_versioned(resources: dict[str, Any]) -> None:
+    bucket = _props(resources, "UploadBucket")
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert rule["BucketKeyEnabled"] is True
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    policy = _props(resources, "UploadBucketPolicy")
+    assert policy["Bucket"] == {"Ref": "UploadBucket"}
+    statements = policy["PolicyDocument"]["Statement"]
+    assert _denies_insecure_transport(statements)
+    deny = next(s for s in statements if s["Effect"] == "Deny")
+    assert {_render(r) for r in _as_list(deny["Resource"])} == {
+        "${UploadBucket.Arn}",
+        "${UploadBucket.Arn}/*",
+    }
+
+
+def test_bucket_notifies_the_queue_directly(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    assert res["UploadBucket"]["DependsOn"] in ("CaptionQueuePolicy", ["CaptionQueuePolicy"])
+    notif = _props(res, "UploadBucket")["NotificationConfiguration"]
+    assert set(notif) == {"QueueConfigurations"}, "S3 -> SQS directly, not EventBridge"
+    configs = notif["QueueConfigurations"]
+    assert sorted(c["Event"] for c in configs) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    for c in configs:
+        assert c["Queue"] == {"Fn::GetAtt": ["CaptionQueue", "Arn"]}
+        # empty filters are left out entirely
+        f = c["Filter"]["Fn::If"]
+        assert f[0] == "HasKeyFilter" and f[2] == {"Ref": "AWS::NoValue"}
+        rules = f[1]["S3Key"]["Rules"]
+        assert [r["Fn::If"][0] for r in rules] == ["HasKeyPrefixFilter", "HasKeySuffixFilter"]
+        assert [r["Fn::If"][1]["Name"] for r in rules] == ["prefix", "suffix"]
+    conds = template["Conditions"]
+    assert conds["HasKeyFilter"] == {
+        "Fn::Or": [{"Condition": "HasKeyPrefixFilter"}, {"Condition": "HasKeySuffixFilter"}]
+    }
+
+
+# ------------------------------------------------------------------ table
+
+
+def test_table_schema(resources: dict[str, Any]) -> None:
+    table = _props(resources, "CaptionsTable")
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["KeySchema"] == [
+        {"AttributeName": "bucket", "KeyType": "HASH"},
+        {"AttributeName": "key", "KeyType": "RANGE"},
+    ]
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"by-bucket-updated", "by-status-updated"}
+    assert indexes["by-bucket-updated"]["KeySchema"] == [
+        {"AttributeName": "bucket", "KeyType": "HASH"},
+        {"AttributeName": "updated_at", "KeyType": "RANGE"},
+    ]
+    assert indexes["by-status-updated"]["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "updated_at", "KeyType": "RANGE"},
+    ]
+    for index in indexes.values():
+        assert index["Projection"] == {"ProjectionType": "ALL"}
+    attrs = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert attrs == {"bucket": "S", "key": "S", "status": "S", "updated_at": "S"}
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    for name in ("BucketName", "TableName", "QueueUrl", "DeadLetterQueueUrl"):
+        assert name in outputs, name
+    for name, out in outputs.items():
+        assert out.get("Description"), f"output {name} has no Description"
+    assert outputs["BucketName"]["Value"] == {"Ref": "UploadBucket"}
+    assert outputs["TableName"]["Value"] == {"Ref": "CaptionsTable"}
+    assert outputs["QueueUrl"]["Value"] == {"Ref": "CaptionQueue"}
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "CaptionDeadLetterQueue"}
+
+
+def test_samconfig() -> None:
+    cfg = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    assert cfg["version"] == 0.1
+    default = cfg["default"]
+    assert default["global"]["parameters"]["stack_name"] == "captioner"
+    deploy = default["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    assert deploy["confirm_changeset"] is True
+    assert default["build"]["parameters"]["cached"] is False
+    assert "use_container" not in default["build"]["parameters"]
+
+
+# ------------------------------------------------------------------ events
+
+EXAMPLE_BUCKET = "captioner-uploads-example"
+
+
+def _load(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def _check_s3_record(record: dict[str, Any]) -> None:
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventVersion"].startswith("2.")
+    assert record["s3"]["s3SchemaVersion"] == "1.0"
+    assert record["s3"]["bucket"]["name"] == EXAMPLE_BUCKET
+    assert record["s3"]["bucket"]["arn"] == f"arn:aws:s3:::{EXAMPLE_BUCKET}"
+    for key in ("awsRegion", "eventTime", "userIdentity", "requestParameters", "responseElements"):
+        assert key in record, key
+    obj = record["s3"]["object"]
+    assert obj["key"] and obj["versionId"]
+    assert re.fullmatch(r"[0-9A-F]{16,}", obj["sequencer"]), obj["sequencer"]
+
+
+def _check_sqs_record(record: dict[str, Any]) -> None:
+    for key in (
+        "messageId",
+        "receiptHandle",
+        "body",
+        "attributes",
+        "messageAttributes",
+        "md5OfBody",
+        "eventSource",
+        "eventSourceARN",
+        "awsRegion",
+    ):
+        assert key in record, key
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"].startswith(f"arn:aws:sqs:{record['awsRegion']}:")
+    assert isinstance(record["body"], str)
+    assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+    attrs = record["attributes"]
+    for key in (
+        "ApproximateReceiveCount",
+        "SentTimestamp",
+        "SenderId",
+        "ApproximateFirstReceiveTimestamp",
+    ):
+        assert isinstance(attrs[key], str), key
+    assert int(attrs["ApproximateReceiveCount"]) >= 1
+
+
+def test_event_files_are_json() -> None:
+    names = sorted(p.name for p in EVENTS.glob("*.json"))
+    assert {
+        "s3-put.json",
+        "s3-delete.json",
+        "sqs-s3-put.json",
+        "sqs-s3-testevent.json",
+        "sqs-eventbridge-put.json",
+    } <= set(names)
+    for name in names:
+        _load(name)
+
+
+def test_s3_put_event() -> None:
+    (record,) = _load("s3-put.json")["Records"]
+    _check_s3_record(record)
+    assert record["eventName"] == "ObjectCreated:Put"
+    obj = record["s3"]["object"]
+    assert isinstance(obj["size"], int) and obj["size"] > 0
+    assert re.fullmatch(r"[0-9a-f]{32}", obj["eTag"])
+    # keys in S3 notifications are URL-encoded, a space as '+'
+    assert "+" in obj["key"] and " " not in obj["key"]
+    assert " " in unquote_plus(obj["key"])
+
+
+def test_s3_delete_event() -> None:
+    (record,) = _load("s3-delete.json")["Records"]
+    _check_s3_record(record)
+    assert record["eventName"] == "ObjectRemoved:DeleteMarkerCreated"
+    assert "size" not in record["s3"]["object"]
+    put = _load("s3-put.json")["Records"][0]["s3"]["object"]
+    assert record["s3"]["object"]["key"] == put["key"]
+    assert record["s3"]["object"]["sequencer"] > put["sequencer"]
+
+
+def test_sqs_s3_put_event() -> None:
+    (record,) = _load("sqs-s3-put.json")["Records"]
+    _check_sqs_record(record)
+    body = json.loads(record["body"])
+    assert body == _load("s3-put.json")
+
+
+def test_sqs_s3_test_event() -> None:
+    (record,) = _load("sqs-s3-testevent.json")["Records"]
+    _check_sqs_record(record)
+    body = json.loads(record["body"])
+    assert body["Service"] == "Amazon S3"
+    assert body["Event"] == "s3:TestEvent"
+    assert body["Bucket"] == EXAMPLE_BUCKET
+    for key in ("Time", "RequestId", "HostId"):
+        assert body[key], key
+    assert "Records" not in body
+
+
+def test_sqs_eventbridge_put_event() -> None:
+    (record,) = _load("sqs-eventbridge-put.json")["Records"]
+    _check_sqs_record(record)
+    body = json.loads(record["body"])
+    assert body["source"] == "aws.s3"
+    assert body["detail-type"] == "Object Created"
+    assert body["version"] == "0"
+    assert body["resources"] == [f"arn:aws:s3:::{EXAMPLE_BUCKET}"]
+    detail = body["detail"]
+    assert detail["bucket"]["name"] == EXAMPLE_BUCKET
+    assert detail["reason"] == "PutObject"
+    obj = detail["object"]
+    for key in ("key", "size", "etag", "version-id", "sequencer"):
+        assert key in obj, key
+    # EventBridge keys are NOT URL-encoded: the same object as s3-put.json, decoded.
+    put = _load("s3-put.json")["Records"][0]["s3"]["object"]
+    assert obj["key"] == unquote_plus(put["key"])
+    assert obj["version-id"] == put["versionId"]
+    assert obj["etag"] == put["eTag"]
+    assert obj["size"] == put["size"]
