@@ -73,7 +73,9 @@ class Config:
         return cfg
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default

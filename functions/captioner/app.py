@@ -1,0 +1,146 @@
+"""Wiring: configuration, AWS clients, provider and pipeline, built once per container;
+and the batch loop that turns an event into per-object work."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.config import Config as BotoConfig
+
+from captioner.config import Config
+from captioner.events import ObjectEvent, parse_message_body, parse_payload
+from captioner.objects import ObjectStore
+from captioner.observability import PowertoolsTelemetry, logger, metrics
+from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
+from captioner.providers import make_provider
+from captioner.store import CaptionStore
+
+# Stop starting provider work this long before the Lambda deadline, so results are written
+# and the batch response is returned before the runtime is frozen.
+SAFETY_MARGIN_S = 8.0
+
+
+class ConcurrentBatchProcessor(BatchProcessor):
+    """Powertools' SQS BatchProcessor, running records on a bounded thread pool.
+
+    The provider is I/O-bound, so threads overlap its latency; each record still succeeds
+    or fails on its own and only failures are reported back to SQS.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        self.max_workers = max_workers
+
+    def process(self) -> list[tuple]:
+        if len(self.records) <= 1 or self.max_workers == 1:
+            return super().process()
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(self.records))) as pool:
+            return list(pool.map(self._process_record, self.records))
+
+
+class App:
+    def __init__(self, config: Config, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_env(cls) -> App:
+        config = Config.from_env()
+        boto_cfg = BotoConfig(
+            max_pool_connections=max(10, config.batch_concurrency * 3),
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=20,
+            signature_version="s3v4",
+        )
+        session = boto3.session.Session()
+        objects = ObjectStore(session.client("s3", config=boto_cfg))
+        store = CaptionStore(config.captions_table, session.client("dynamodb", config=boto_cfg))
+        pipeline = Pipeline(config, objects, store, make_provider(config), PowertoolsTelemetry())
+        return cls(config, pipeline)
+
+    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event.get("Records") if isinstance(event, dict) else None
+        if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+            return self.handle_sqs(event, context)
+        return self.handle_direct(event, context)
+
+    def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        processor = ConcurrentBatchProcessor(self.config.batch_concurrency)
+
+        def record_handler(record: SQSRecord) -> list[str]:
+            return self._sqs_record(record, context)
+
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    def handle_direct(self, event: Any, context: Any) -> dict[str, Any]:
+        """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).
+        Failures raise, so Lambda's own async retries and on-failure destination apply."""
+        events = parse_payload(event)
+        attempt = Attempt(deadline=_deadline(context), max_receive_count=1)
+        outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
+        return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
+
+    def _sqs_record(self, record: SQSRecord, context: Any) -> list[str]:
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        attempt = Attempt(
+            deadline=_deadline(context),
+            receive_count=receive_count,
+            max_receive_count=self.config.max_receive_count,
+        )
+        try:
+            events = parse_message_body(record.body)
+        except Exception:
+            logger.exception(
+                "malformed message: it fails and will reach the dead-letter queue",
+                extra={"message_id": record.message_id, "body": record.body[:512]},
+            )
+            metrics.add_metric(name="MalformedMessages", unit="Count", value=1)
+            raise
+        if not events:
+            logger.info("s3:TestEvent ignored", extra={"message_id": record.message_id})
+        return [
+            self._one(
+                ev, attempt, request_id=_request_id(context), message_id=record.message_id
+            ).status
+            for ev in events
+        ]
+
+    def _one(self, ev: ObjectEvent, attempt: Attempt, **ids: str | None) -> Outcome:
+        keys = {"bucket": ev.bucket, "key": ev.key, "version_id": ev.version_id, **ids}
+        logger.thread_safe_append_keys(**keys)
+        try:
+            outcome = self.pipeline.process(ev, attempt)
+        except RetryLater as exc:
+            metrics.add_metric(name="RetryLater", unit="Count", value=1)
+            logger.warning(
+                "retry later", extra={"error": str(exc), "receive_count": attempt.receive_count}
+            )
+            raise
+        except Exception:
+            logger.exception("unexpected error; the message will be retried")
+            raise
+        finally:
+            logger.thread_safe_remove_keys(list(keys))
+        logger.info("processed", extra={"status": outcome.status, "detail": outcome.detail[:300]})
+        return outcome
+
+
+def _deadline(context: Any) -> float:
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: 60_000)()
+    return time.monotonic() + max(remaining_ms / 1000 - SAFETY_MARGIN_S, 1.0)
+
+
+def _request_id(context: Any) -> str | None:
+    return getattr(context, "aws_request_id", None)

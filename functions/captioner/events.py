@@ -1,0 +1,183 @@
+"""Turn the event shapes that reach the function into plain ``ObjectEvent`` values.
+
+Three shapes carry the same fact ("this object version was created/removed"):
+an S3 notification (``{"Records": [{"eventSource": "aws:s3", ...}]}``, key URL-encoded with
+``+`` for spaces), an EventBridge "Object Created"/"Object Deleted" event (key not encoded),
+and either of them wrapped in an SQS message body. S3's ``s3:TestEvent`` is recognised and
+ignored. Anything else raises ``MalformedEvent`` so the message dead-letters visibly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote_plus, unquote_plus
+
+from captioner.errors import CaptionerError
+
+Kind = Literal["created", "removed", "ignored"]
+
+
+class MalformedEvent(CaptionerError):
+    """The message is not an event shape we understand; it fails and dead-letters."""
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    kind: Kind
+    bucket: str
+    key: str
+    event_name: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+
+    @property
+    def is_folder_marker(self) -> bool:
+        return self.key.endswith("/")
+
+    @property
+    def is_delete_marker(self) -> bool:
+        return self.event_name.endswith("DeleteMarkerCreated") or self.event_name == "DeleteMarker"
+
+
+def parse_message_body(body: str) -> list[ObjectEvent]:
+    """Parse one SQS message body. An empty list means "nothing to do" (e.g. a TestEvent)."""
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise MalformedEvent(f"message body is not JSON: {exc}") from None
+    return parse_payload(payload)
+
+
+def parse_payload(payload: Any) -> list[ObjectEvent]:
+    """Parse an S3 notification, an EventBridge S3 event or an S3 TestEvent."""
+    if not isinstance(payload, dict):
+        raise MalformedEvent(f"expected a JSON object, got {type(payload).__name__}")
+    if payload.get("Event") == "s3:TestEvent":
+        return []
+    if "Records" in payload:
+        records = payload["Records"]
+        if not isinstance(records, list):
+            raise MalformedEvent("'Records' is not a list")
+        return [_from_s3_record(r) for r in records]
+    if payload.get("source") == "aws.s3" and "detail" in payload:
+        return [_from_eventbridge(payload)]
+    raise MalformedEvent("not an S3 notification, an EventBridge S3 event or an s3:TestEvent")
+
+
+def _from_s3_record(record: Any) -> ObjectEvent:
+    try:
+        name = str(record["eventName"])
+        s3 = record["s3"]
+        bucket = str(s3["bucket"]["name"])
+        obj = s3["object"]
+        raw_key = obj["key"]
+    except (KeyError, TypeError) as exc:
+        raise MalformedEvent(f"S3 record lacks {exc}") from None
+    if not isinstance(raw_key, str) or not bucket:
+        raise MalformedEvent("S3 record has an empty bucket or a non-string key")
+    return ObjectEvent(
+        kind=_kind(name),
+        bucket=bucket,
+        key=unquote_plus(raw_key),
+        event_name=name,
+        version_id=_version(obj.get("versionId")),
+        etag=_etag(obj.get("eTag")),
+        size=_size(obj.get("size")),
+        sequencer=obj.get("sequencer") or None,
+        event_time=record.get("eventTime"),
+    )
+
+
+def _from_eventbridge(event: dict[str, Any]) -> ObjectEvent:
+    detail_type = str(event.get("detail-type", ""))
+    detail = event["detail"]
+    try:
+        bucket = str(detail["bucket"]["name"])
+        obj = detail["object"]
+        key = obj["key"]
+    except (KeyError, TypeError) as exc:
+        raise MalformedEvent(f"EventBridge S3 event lacks {exc}") from None
+    if not isinstance(key, str) or not bucket:
+        raise MalformedEvent("EventBridge S3 event has an empty bucket or a non-string key")
+    if detail_type == "Object Created":
+        kind: Kind = "created"
+        name = f"ObjectCreated:{detail.get('reason', 'PutObject')}"
+    elif detail_type == "Object Deleted":
+        kind = "removed"
+        deletion = detail.get("deletion-type", "")
+        name = (
+            "ObjectRemoved:DeleteMarkerCreated" if "Marker" in deletion else "ObjectRemoved:Delete"
+        )
+    else:
+        kind, name = "ignored", detail_type
+    return ObjectEvent(
+        kind=kind,
+        bucket=bucket,
+        key=key,  # EventBridge keys are not URL-encoded
+        event_name=name,
+        version_id=_version(obj.get("version-id")),
+        etag=_etag(obj.get("etag")),
+        size=_size(obj.get("size")),
+        sequencer=obj.get("sequencer") or None,
+        event_time=event.get("time"),
+    )
+
+
+def _kind(event_name: str) -> Kind:
+    # Tagging, ACL, restore and lifecycle events say nothing new about the pixels; tagging
+    # events in particular are caused by our own writes and must never loop back.
+    if event_name.startswith("ObjectCreated:"):
+        return "created"
+    if event_name.startswith("ObjectRemoved:"):
+        return "removed"
+    return "ignored"
+
+
+def _version(value: Any) -> str | None:
+    # S3 sends "null" for objects written while versioning was off or suspended.
+    return str(value) if value not in (None, "", "null") else None
+
+
+def _etag(value: Any) -> str | None:
+    return str(value).strip('"') or None if value else None
+
+
+def _size(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise MalformedEvent(f"object size is not a number: {value!r}") from None
+    if size < 0:
+        raise MalformedEvent(f"object size is negative: {size}")
+    return size
+
+
+def backfill_message(
+    bucket: str, key: str, *, version_id: str | None, etag: str | None, size: int | None
+) -> str:
+    """An S3-notification-shaped SQS body for an object that existed before the stack.
+
+    Backfill reuses the notification shape so the handler has a single parser; it carries no
+    sequencer (there was no event), so ordering falls back to the object's version.
+    """
+    obj: dict[str, Any] = {"key": quote_plus(key)}
+    if version_id:
+        obj["versionId"] = version_id
+    if etag:
+        obj["eTag"] = etag
+    if size is not None:
+        obj["size"] = size
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "captioner:backfill",
+        "eventName": "ObjectCreated:Backfill",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
+    }
+    return json.dumps({"Records": [record]})

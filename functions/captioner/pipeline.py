@@ -1,0 +1,266 @@
+"""Caption one object: event → object reference → image check → provider → tags → row.
+
+This module knows nothing of Lambda or SQS. It takes plain values, talks to S3, DynamoDB and
+the provider through small adapters, and either returns an ``Outcome`` (the message is done)
+or raises ``RetryLater`` (the message must come back: the provider or the configuration is at
+fault, not the image).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from captioner.config import Config
+from captioner.errors import (
+    CaptionerError,
+    ImageRejected,
+    ProviderConfigError,
+    ProviderError,
+    ProviderImageError,
+    ProviderTransientError,
+)
+from captioner.events import ObjectEvent
+from captioner.images import ImageLimits, check_image
+from captioner.objects import ObjectMissing, ObjectStore
+from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
+from captioner.retry import Backoff, call_with_retries
+from captioner.store import CaptionStore, ClaimOutcome, ObjectRef, Status
+from captioner.tags import TagPlan, TagStatus, is_opted_out, plan_caption_tag
+
+# Fields that describe one version's result; cleared when a new version takes the row.
+RESULT_FIELDS = (
+    "caption", "reason", "last_error", "provider", "provider_job_id", "model", "labels",
+    "length", "format", "width", "height", "tag_status", "provider_latency_ms", "deleted_at",
+)  # fmt: skip
+
+
+class RetryLater(CaptionerError):
+    """The message must be retried by SQS (and dead-lettered when retries run out)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the caller knows about this delivery."""
+
+    deadline: float  # time.monotonic() by which this record must be done
+    receive_count: int = 1  # SQS ApproximateReceiveCount
+    max_receive_count: int = 5  # the queue's redrive maxReceiveCount
+
+    @property
+    def is_last(self) -> bool:
+        return self.receive_count >= self.max_receive_count
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a row Status, or IGNORED / DUPLICATE / STALE for messages with nothing to do
+    detail: str = ""
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+class Telemetry(Protocol):
+    def outcome(self, status: str) -> None: ...
+    def provider_latency(self, provider: str, ms: float) -> None: ...
+    def retry(self, error: Exception, wait: float) -> None: ...
+
+
+class NoTelemetry:
+    def outcome(self, status: str) -> None: ...
+    def provider_latency(self, provider: str, ms: float) -> None: ...
+    def retry(self, error: Exception, wait: float) -> None: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        objects: ObjectStore,
+        store: CaptionStore,
+        provider: CaptionProvider,
+        telemetry: Telemetry | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.objects = objects
+        self.store = store
+        self.provider = provider
+        self.telemetry = telemetry or NoTelemetry()
+        self._sleep = sleep
+        self.backoff = Backoff()
+        self.limits = ImageLimits(
+            formats=provider.formats,
+            max_bytes=config.max_image_bytes,
+            max_pixels=config.max_image_pixels,
+            header_bytes=config.header_bytes,
+            max_header_bytes=config.max_header_bytes,
+        )
+
+    def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
+        outcome = self._process(event, attempt)
+        self.telemetry.outcome(outcome.status)
+        return outcome
+
+    def _process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
+        if event.kind == "ignored":
+            return Outcome("IGNORED", f"{event.event_name} events need no caption")
+        if event.is_folder_marker:
+            return Outcome("IGNORED", "folder marker")
+        if event.kind == "removed":
+            return self._removed(event)
+        try:
+            ref = self._resolve(event)
+        except ObjectMissing:
+            return Outcome("IGNORED", "the object no longer exists")
+        return self._created(ref, attempt)
+
+    # -- removal -----------------------------------------------------------------------------
+
+    def _removed(self, event: ObjectEvent) -> Outcome:
+        whole = event.is_delete_marker or not event.version_id
+        marked = self.store.mark_deleted(
+            event.bucket, event.key, event.version_id, event.sequencer, whole=whole
+        )
+        if marked:
+            return Outcome(Status.DELETED, "object deleted")
+        return Outcome("IGNORED", "no row for this version, or a newer event already applied")
+
+    # -- creation ----------------------------------------------------------------------------
+
+    def _resolve(self, event: ObjectEvent) -> ObjectRef:
+        """The version to caption. Events from real S3 name it; moto's and backfill's may not,
+        and then a HEAD tells the current version, ETag and size."""
+        version, etag, size = event.version_id, event.etag, event.size
+        if size is None or etag is None or (version is None and event.sequencer is None):
+            head = self.objects.head(event.bucket, event.key, version)
+            version, etag, size = head.version_id, head.etag, head.size
+        return ObjectRef(event.bucket, event.key, version, etag, size, event.sequencer)
+
+    def _created(self, ref: ObjectRef, attempt: Attempt) -> Outcome:
+        lease = datetime.now(UTC) + timedelta(seconds=max(attempt.deadline - time.monotonic(), 1))
+        claim = self.store.claim(ref, lease.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z")
+        if claim.outcome is ClaimOutcome.DONE:
+            return Outcome("DUPLICATE", "this version is already captioned", claim.previous or {})
+        if claim.outcome is ClaimOutcome.STALE:
+            return Outcome("STALE", "a newer version of the object is already recorded")
+        if claim.outcome is ClaimOutcome.BUSY:
+            raise RetryLater("another delivery of this version is being processed")
+        same = claim.same_revision(ref)
+        attempts = int((claim.previous or {}).get("attempts", 0)) + 1 if same else 1
+        job_id = (claim.previous or {}).get("provider_job_id") if same else None
+        base = {"attempts": attempts, "version_id": ref.version_id, "etag": ref.etag,
+                "size": ref.size}  # fmt: skip
+        try:
+            return self._caption(ref, attempt, base, job_id)
+        except ObjectMissing:
+            return self._finish(ref, base, Status.DELETED, reason="object deleted while captioning")
+
+    def _caption(
+        self, ref: ObjectRef, attempt: Attempt, base: dict[str, Any], job_id: str | None
+    ) -> Outcome:
+        tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
+        if is_opted_out(tags, self.config.skip_tag):
+            reason = f"opted out with tag {self.config.skip_tag}=true"
+            return self._finish(ref, base, Status.SKIPPED, reason=reason)
+        try:
+            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits)
+        except ImageRejected as exc:
+            return self._finish(ref, base, Status.REJECTED, reason=exc.reason, format=exc.format)
+        image_fields = {"format": info.format, "width": info.width, "height": info.height}
+        try:
+            caption = self._call_provider(ref, info, attempt, job_id)
+        except ProviderImageError as exc:
+            return self._finish(
+                ref, base | image_fields, Status.FAILED, reason=str(exc), last_error=str(exc),
+                provider=self.provider.name,
+            )  # fmt: skip
+        except (ProviderTransientError, ProviderConfigError) as exc:
+            self._record_retry(ref, base | image_fields, exc, attempt)
+            raise RetryLater(str(exc)) from exc
+        self.telemetry.provider_latency(caption.provider, caption.latency_ms)
+        tag_status, tag_error = self._tag(ref, tags, caption.text)
+        return self._finish(
+            ref, base | image_fields, Status.CAPTIONED,
+            caption=caption.text, provider=caption.provider, length=caption.length,
+            model=caption.model, provider_job_id=caption.job_id,
+            labels=[{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
+            or None,
+            provider_latency_ms=round(caption.latency_ms, 1),
+            tag_status=tag_status, last_error=tag_error,
+        )  # fmt: skip
+
+    def _prefix_reader(self, ref: ObjectRef) -> Callable[[int], bytes]:
+        return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
+
+    def _call_provider(
+        self, ref: ObjectRef, info: ImageInfo, attempt: Attempt, job_id: str | None
+    ) -> Caption:
+        size_limit = self.config.max_image_bytes
+        image = ImageSource(
+            info=info,
+            read=lambda: self.objects.read_all(ref.bucket, ref.key, ref.version_id, size_limit),
+            url=self.objects.presign(ref.bucket, ref.key, ref.version_id, self.config.url_expires),
+            name=f"s3://{ref.bucket}/{ref.key}",
+        )
+
+        def once(job: str | None) -> Caption:
+            return self.provider.caption(
+                image, self.config.length, deadline=attempt.deadline, job_id=job,
+                on_job=lambda new_job: self.store.record_job(ref, new_job, self.provider.name),
+            )  # fmt: skip
+
+        return call_with_retries(
+            once, deadline=attempt.deadline, job_id=job_id, backoff=self.backoff,
+            on_retry=self.telemetry.retry, sleep=self._sleep,
+        )  # fmt: skip
+
+    def _tag(
+        self, ref: ObjectRef, tags: list[tuple[str, str]], text: str
+    ) -> tuple[str, str | None]:
+        plan: TagPlan = plan_caption_tag(tags, self.config.tag_key, text)
+        if plan.tags is None:
+            return plan.status.value, None
+        try:
+            self.objects.put_tags(ref.bucket, ref.key, ref.version_id, plan.tags)
+        except ObjectMissing:
+            raise
+        except Exception as exc:
+            return TagStatus.FAILED.value, f"tag not written: {type(exc).__name__}: {exc}"[:500]
+        return plan.status.value, None
+
+    def _record_retry(
+        self, ref: ObjectRef, fields: dict[str, Any], exc: ProviderError, attempt: Attempt
+    ) -> None:
+        """Say on the row why the message is coming back, and FAILED when it will not."""
+        if attempt.is_last:
+            status = Status.FAILED
+            reason = f"gave up after {attempt.receive_count} deliveries; message dead-lettered"
+        else:
+            status, reason = Status.PENDING, "will retry"
+        if isinstance(exc, ProviderConfigError):
+            reason = f"provider configuration: {exc}; {reason} (redrive after fixing it)"
+        self.store.finish(
+            ref,
+            fields | {"status": status.value, "reason": reason, "last_error": str(exc)[:1000],
+                      "provider": self.provider.name, "lease_until": None},
+            remove=[f for f in RESULT_FIELDS if f not in fields
+                    and f not in ("provider_job_id", "reason", "last_error", "provider")],
+        )  # fmt: skip
+
+    def _finish(
+        self, ref: ObjectRef, base: dict[str, Any], status: Status, **fields: Any
+    ) -> Outcome:
+        row = {**base, "status": status.value, "lease_until": None, **fields}
+        if status is not Status.FAILED and "last_error" not in fields:
+            row["last_error"] = None
+        if status in (Status.CAPTIONED, Status.REJECTED, Status.SKIPPED, Status.DELETED):
+            row.setdefault("reason", None)
+        removable = [f for f in RESULT_FIELDS if f not in row]
+        if not self.store.finish(ref, row, removable):
+            return Outcome("STALE", "a newer version took the row while this one was processed")
+        detail = str(fields.get("reason") or fields.get("caption") or "")
+        return Outcome(status.value, detail, row)

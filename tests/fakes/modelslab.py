@@ -1,0 +1,121 @@
+"""A scriptable stand-in for the ModelsLab API, served on 127.0.0.1 only.
+
+Tests queue replies (status, JSON or raw body, delay); with nothing queued it answers like
+the documented success shape, captioning from the ``init_image`` URL's file name. Every
+request is recorded so tests can assert what was (not) sent and paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+
+@dataclass
+class Reply:
+    json: Any = None
+    status: int = 200
+    body: bytes | None = None  # raw body instead of JSON (malformed replies)
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    path: str
+    body: dict[str, Any]
+
+
+class FakeModelsLab:
+    def __init__(self, *, fetch_images: bool = False) -> None:
+        self.requests: list[Request] = []
+        self.caption_replies: deque[Reply] = deque()
+        self.fetch_replies: deque[Reply] = deque()
+        self.fetch_images = fetch_images  # download init_image like the real service does
+        self.fetched: list[tuple[str, int]] = []  # (url, HTTP status) of image downloads
+        self._lock = threading.Lock()
+        self._jobs = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"_raw": raw.decode("utf-8", "replace")}
+                reply = fake._answer(self.path, body)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/api/v6"
+
+    def start(self) -> FakeModelsLab:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def queue(self, *replies: Reply | dict[str, Any]) -> None:
+        self.caption_replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+
+    def queue_fetch(self, *replies: Reply | dict[str, Any]) -> None:
+        self.fetch_replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+
+    def paid_calls(self) -> list[Request]:
+        return [r for r in self.requests if r.path.endswith("/image_editing/caption")]
+
+    def polls(self) -> list[Request]:
+        return [r for r in self.requests if "/image_editing/fetch/" in r.path]
+
+    def _answer(self, path: str, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            self.requests.append(Request(path, body))
+            if "/image_editing/fetch/" in path:
+                return self.fetch_replies.popleft() if self.fetch_replies else self._success(body)
+            if path.endswith("/base64_to_url"):
+                return Reply({"status": "success", "output": ["http://127.0.0.1:9/upload.png"]})
+            if self.caption_replies:
+                return self.caption_replies.popleft()
+            return self._success(body)
+
+    def _success(self, body: dict[str, Any]) -> Reply:
+        self._jobs += 1
+        url = str(body.get("init_image", ""))
+        name = unquote(urlparse(url).path.rsplit("/", 1)[-1]) or "image"
+        if self.fetch_images and url:
+            status = httpx.get(url, timeout=10).status_code
+            self.fetched.append((url, status))
+            if status != 200:
+                return Reply({"status": "error", "message": f"could not download image ({status})"})
+        return Reply(
+            {"status": "success", "id": self._jobs, "output": [f"A picture named {name}."]}
+        )
