@@ -17,10 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import captioner
 import numpy as np
 import pytest
 import skimage
+from PIL import Image
+
+import captioner
 from captioner.errors import ProviderConfigError, ProviderImageError, ProviderTransientError
 from captioner.providers import local
 from captioner.providers.base import (
@@ -32,7 +34,6 @@ from captioner.providers.base import (
     Length,
 )
 from captioner.providers.local import LocalProvider
-from PIL import Image
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 MODEL_MD = local.MODELS_DIR / "MODEL.md"
