@@ -3,8 +3,10 @@ and the batch loop that turns an event into per-object work."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -22,6 +24,7 @@ from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, logger, metrics
 from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
 from captioner.providers import make_provider
+from captioner.providers.base import CaptionProvider
 from captioner.store import CaptionStore
 
 # Stop starting provider work this long before the Lambda deadline, so results are written
@@ -47,6 +50,22 @@ class ConcurrentBatchProcessor(BatchProcessor):
             return list(pool.map(self._process_record, self.records))
 
 
+class ProviderCache:
+    """Providers other than the default, made on first request (a backfill asking for a
+    different provider) and kept for the container's life."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._made: dict[str, CaptionProvider] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> CaptionProvider:
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = make_provider(replace(self._config, provider=name))
+            return self._made[name]
+
+
 class App:
     def __init__(self, config: Config, pipeline: Pipeline) -> None:
         self.config = config
@@ -65,7 +84,14 @@ class App:
         session = boto3.session.Session()
         objects = ObjectStore(session.client("s3", config=boto_cfg))
         store = CaptionStore(config.captions_table, session.client("dynamodb", config=boto_cfg))
-        pipeline = Pipeline(config, objects, store, make_provider(config), PowertoolsTelemetry())
+        pipeline = Pipeline(
+            config,
+            objects,
+            store,
+            make_provider(config),
+            PowertoolsTelemetry(),
+            provider_for=ProviderCache(config),
+        )
         return cls(config, pipeline)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

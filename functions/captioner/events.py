@@ -34,6 +34,7 @@ class ObjectEvent:
     size: int | None = None
     sequencer: str | None = None
     event_time: str | None = None
+    provider: str | None = None  # a backfill may ask for a provider other than the default
 
     @property
     def is_folder_marker(self) -> bool:
@@ -90,6 +91,7 @@ def _from_s3_record(record: Any) -> ObjectEvent:
         size=_size(obj.get("size")),
         sequencer=obj.get("sequencer") or None,
         event_time=record.get("eventTime"),
+        provider=_provider(record.get("captioner")),
     )
 
 
@@ -128,6 +130,13 @@ def _from_eventbridge(event: dict[str, Any]) -> ObjectEvent:
     )
 
 
+def _provider(extra: Any) -> str | None:
+    if not isinstance(extra, dict):
+        return None
+    name = extra.get("provider")
+    return str(name).strip().lower() if name else None
+
+
 def _kind(event_name: str) -> Kind:
     # Tagging, ACL, restore and lifecycle events say nothing new about the pixels; tagging
     # events in particular are caused by our own writes and must never loop back.
@@ -160,12 +169,19 @@ def _size(value: Any) -> int | None:
 
 
 def backfill_message(
-    bucket: str, key: str, *, version_id: str | None, etag: str | None, size: int | None
+    bucket: str,
+    key: str,
+    *,
+    version_id: str | None,
+    etag: str | None,
+    size: int | None,
+    provider: str | None = None,
 ) -> str:
     """An S3-notification-shaped SQS body for an object that existed before the stack.
 
     Backfill reuses the notification shape so the handler has a single parser; it carries no
     sequencer (there was no event), so ordering falls back to the object's version.
+    ``provider`` asks for a provider other than the deployment's default (re-captioning).
     """
     obj: dict[str, Any] = {"key": quote_plus(key)}
     if version_id:
@@ -180,4 +196,6 @@ def backfill_message(
         "eventName": "ObjectCreated:Backfill",
         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
     }
+    if provider:
+        record["captioner"] = {"provider": provider}
     return json.dumps({"Records": [record]})

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
+    ConfigError,
     ImageRejected,
     ProviderConfigError,
     ProviderError,
@@ -83,22 +84,17 @@ class Pipeline:
         provider: CaptionProvider,
         telemetry: Telemetry | None = None,
         *,
+        provider_for: Callable[[str], CaptionProvider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.objects = objects
         self.store = store
         self.provider = provider
+        self._provider_for = provider_for
         self.telemetry = telemetry or NoTelemetry()
         self._sleep = sleep
         self.backoff = Backoff()
-        self.limits = ImageLimits(
-            formats=provider.formats,
-            max_bytes=config.max_image_bytes,
-            max_pixels=config.max_image_pixels,
-            header_bytes=config.header_bytes,
-            max_header_bytes=config.max_header_bytes,
-        )
 
     def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         outcome = self._process(event, attempt)
@@ -116,7 +112,25 @@ class Pipeline:
             ref = self._resolve(event)
         except ObjectMissing:
             return Outcome("IGNORED", "the object no longer exists")
-        return self._created(ref, attempt)
+        return self._created(ref, attempt, self._choose_provider(event.provider))
+
+    def _choose_provider(self, name: str | None) -> CaptionProvider:
+        if not name or name == self.provider.name:
+            return self.provider
+        if self._provider_for is None:
+            raise ConfigError(
+                f"provider {name!r} was requested but only {self.provider.name} is set up"
+            )
+        return self._provider_for(name)
+
+    def limits(self, provider: CaptionProvider) -> ImageLimits:
+        return ImageLimits(
+            formats=provider.formats,
+            max_bytes=self.config.max_image_bytes,
+            max_pixels=self.config.max_image_pixels,
+            header_bytes=self.config.header_bytes,
+            max_header_bytes=self.config.max_header_bytes,
+        )
 
     # -- removal -----------------------------------------------------------------------------
 
@@ -140,9 +154,11 @@ class Pipeline:
             version, etag, size = head.version_id, head.etag, head.size
         return ObjectRef(event.bucket, event.key, version, etag, size, event.sequencer)
 
-    def _created(self, ref: ObjectRef, attempt: Attempt) -> Outcome:
+    def _created(self, ref: ObjectRef, attempt: Attempt, provider: CaptionProvider) -> Outcome:
         lease = datetime.now(UTC) + timedelta(seconds=max(attempt.deadline - time.monotonic(), 1))
-        claim = self.store.claim(ref, lease.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z")
+        claim = self.store.claim(
+            ref, lease.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z", provider.name
+        )
         if claim.outcome is ClaimOutcome.DONE:
             return Outcome("DUPLICATE", "this version is already captioned", claim.previous or {})
         if claim.outcome is ClaimOutcome.STALE:
@@ -155,31 +171,36 @@ class Pipeline:
         base = {"attempts": attempts, "version_id": ref.version_id, "etag": ref.etag,
                 "size": ref.size}  # fmt: skip
         try:
-            return self._caption(ref, attempt, base, job_id)
+            return self._caption(ref, attempt, base, job_id, provider)
         except ObjectMissing:
             return self._finish(ref, base, Status.DELETED, reason="object deleted while captioning")
 
     def _caption(
-        self, ref: ObjectRef, attempt: Attempt, base: dict[str, Any], job_id: str | None
+        self,
+        ref: ObjectRef,
+        attempt: Attempt,
+        base: dict[str, Any],
+        job_id: str | None,
+        provider: CaptionProvider,
     ) -> Outcome:
         tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
         if is_opted_out(tags, self.config.skip_tag):
             reason = f"opted out with tag {self.config.skip_tag}=true"
             return self._finish(ref, base, Status.SKIPPED, reason=reason)
         try:
-            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits)
+            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(provider))
         except ImageRejected as exc:
             return self._finish(ref, base, Status.REJECTED, reason=exc.reason, format=exc.format)
         image_fields = {"format": info.format, "width": info.width, "height": info.height}
         try:
-            caption = self._call_provider(ref, info, attempt, job_id)
+            caption = self._call_provider(ref, info, attempt, job_id, provider)
         except ProviderImageError as exc:
             return self._finish(
                 ref, base | image_fields, Status.FAILED, reason=str(exc), last_error=str(exc),
-                provider=self.provider.name,
+                provider=provider.name,
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
-            self._record_retry(ref, base | image_fields, exc, attempt)
+            self._record_retry(ref, base | image_fields, exc, attempt, provider.name)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
         tag_status, tag_error = self._tag(ref, tags, caption.text)
@@ -197,7 +218,12 @@ class Pipeline:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
     def _call_provider(
-        self, ref: ObjectRef, info: ImageInfo, attempt: Attempt, job_id: str | None
+        self,
+        ref: ObjectRef,
+        info: ImageInfo,
+        attempt: Attempt,
+        job_id: str | None,
+        provider: CaptionProvider,
     ) -> Caption:
         size_limit = self.config.max_image_bytes
         image = ImageSource(
@@ -208,9 +234,9 @@ class Pipeline:
         )
 
         def once(job: str | None) -> Caption:
-            return self.provider.caption(
+            return provider.caption(
                 image, self.config.length, deadline=attempt.deadline, job_id=job,
-                on_job=lambda new_job: self.store.record_job(ref, new_job, self.provider.name),
+                on_job=lambda new_job: self.store.record_job(ref, new_job, provider.name),
             )  # fmt: skip
 
         return call_with_retries(
@@ -233,7 +259,12 @@ class Pipeline:
         return plan.status.value, None
 
     def _record_retry(
-        self, ref: ObjectRef, fields: dict[str, Any], exc: ProviderError, attempt: Attempt
+        self,
+        ref: ObjectRef,
+        fields: dict[str, Any],
+        exc: ProviderError,
+        attempt: Attempt,
+        provider_name: str,
     ) -> None:
         """Say on the row why the message is coming back, and FAILED when it will not."""
         if attempt.is_last:
@@ -246,7 +277,7 @@ class Pipeline:
         self.store.finish(
             ref,
             fields | {"status": status.value, "reason": reason, "last_error": str(exc)[:1000],
-                      "provider": self.provider.name, "lease_until": None},
+                      "provider": provider_name, "lease_until": None},
             remove=[f for f in RESULT_FIELDS if f not in fields
                     and f not in ("provider_job_id", "reason", "last_error", "provider")],
         )  # fmt: skip

@@ -102,14 +102,16 @@ class CaptionStore:
         )
         return _from_item(resp["Item"]) if "Item" in resp else None
 
-    def claim(self, ref: ObjectRef, lease_until: str) -> Claim:
+    def claim(self, ref: ObjectRef, lease_until: str, provider: str) -> Claim:
         """Mark the row PENDING for this version, unless a newer version, a finished caption
         of this version, or a live lease of another delivery says not to. One round trip:
         the old row comes back either way (it holds the provider job id of an earlier try)."""
         now = self.now()
-        names = {"#b": "bucket", "#rev": "revision", "#st": "status", "#lease": "lease_until"}
+        names = {"#b": "bucket", "#rev": "revision", "#st": "status", "#lease": "lease_until",
+                 "#prov": "provider"}  # fmt: skip
         values: dict[str, Any] = {
             ":rev": ref.revision,
+            ":prov": provider,
             ":captioned": Status.CAPTIONED.value,
             ":pending": Status.PENDING.value,
             ":now": now,
@@ -127,7 +129,7 @@ class CaptionStore:
             "#att = if_not_exists(#att, :zero) + :one",
         ]
         blocked = [
-            "(#rev = :rev AND #st = :captioned)",
+            "(#rev = :rev AND #st = :captioned AND #prov = :prov)",
             "(#rev = :rev AND #st = :pending AND #lease > :now)",
         ]
         order = sequencer_order(ref.sequencer)
@@ -159,7 +161,7 @@ class CaptionStore:
             if not _is_condition_failure(exc):
                 raise
             old = _from_item(exc.response.get("Item") or {})
-            return Claim(_why_blocked(old, ref, order, now), old)
+            return Claim(_why_blocked(old, ref, order, provider), old)
         old = _from_item(resp["Attributes"]) if resp.get("Attributes") else None
         return Claim(ClaimOutcome.CLAIMED, old)
 
@@ -254,10 +256,13 @@ class CaptionStore:
         return True
 
 
-def _why_blocked(old: dict[str, Any], ref: ObjectRef, order: str | None, now: str) -> ClaimOutcome:
+def _why_blocked(
+    old: dict[str, Any], ref: ObjectRef, order: str | None, provider: str
+) -> ClaimOutcome:
     if order and old.get("sequencer_order", "") > order:
         return ClaimOutcome.STALE
-    if old.get("revision") == ref.revision and old.get("status") == Status.CAPTIONED:
+    same = old.get("revision") == ref.revision
+    if same and old.get("status") == Status.CAPTIONED and old.get("provider") == provider:
         return ClaimOutcome.DONE
     return ClaimOutcome.BUSY
 

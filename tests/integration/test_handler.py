@@ -86,7 +86,7 @@ def test_eventbridge_body_is_accepted_with_its_unencoded_key(
 
 
 def test_direct_s3_event_works_for_sam_local_invoke(app_env, fake_modelslab, lambda_context):
-    obj, event = put_event(app_env, "direct.png", images.png())
+    _, event = put_event(app_env, "direct.png", images.png())
     fast(handler.get_app())
     result = handler.lambda_handler(event, lambda_context)
     assert result["outcomes"][0]["status"] == "CAPTIONED"
