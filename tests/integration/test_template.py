@@ -355,7 +355,12 @@ def _statements_with(template: dict[str, Any], prefix: str) -> list[dict[str, An
 
 
 def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
-    (s3,) = _statements_with(template, "s3:")
+    s3, list_bucket = _statements_with(template, "s3:")
+    # ListBucket on the bucket itself only: it turns S3's 403 for a missing object into 404.
+    assert _as_list(list_bucket["Action"]) == ["s3:ListBucket"]
+    assert [_render(r) for r in _as_list(list_bucket["Resource"])] == [
+        "arn:${AWS::Partition}:s3:::${UploadBucket}"
+    ]
     assert set(_as_list(s3["Action"])) == {
         "s3:GetObject",
         "s3:GetObjectVersion",
