@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +40,9 @@ class FakeModelsLab:
         self.requests: list[Request] = []
         self.caption_replies: deque[Reply] = deque()
         self.fetch_replies: deque[Reply] = deque()
+        # An optional rule that answers caption requests before the queue (None: no opinion),
+        # for concurrent tests where queue order would be a race.
+        self.rule: Callable[[dict[str, Any]], Reply | None] | None = None
         self.fetch_images = fetch_images  # download init_image like the real service does
         self.fetched: list[tuple[str, int]] = []  # (url, HTTP status) of image downloads
         self._lock = threading.Lock()
@@ -103,6 +107,9 @@ class FakeModelsLab:
                 return self.fetch_replies.popleft() if self.fetch_replies else self._success(body)
             if path.endswith("/base64_to_url"):
                 return Reply({"status": "success", "output": ["http://127.0.0.1:9/upload.png"]})
+            ruled = self.rule(body) if self.rule else None
+            if ruled is not None:
+                return ruled
             if self.caption_replies:
                 return self.caption_replies.popleft()
             return self._success(body)

@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,9 @@ _TEXT_OUTPUT_LIMIT = 64 * 1024
 _UPLOAD_LIMIT = 5 * 1024 * 1024  # ModelsLab's base64_to_url cap
 _CONFIG_WORDS = ("api key", "apikey", "invalid key", "unauthori", "credit", "balance",
                  "subscription", "forbidden", "not allowed", "upgrade your plan")  # fmt: skip
+_KEY_FAULT = re.compile(
+    r"\bkey\b.*\b(invalid|wrong|expired|revoked)\b|\b(invalid|wrong|expired)\b.*\bkey\b"
+)
 _TRANSIENT_WORDS = ("rate limit", "too many", "busy", "try again", "timeout", "timed out",
                     "overload", "server error", "queue", "unavailable", "maintenance")  # fmt: skip
 _IMAGE_WORDS = ("image", "invalid url", "download", "decode", "corrupt", "unsupported",
@@ -264,7 +268,7 @@ def _error_for(reply: dict[str, Any], key: str, http: int | None = None) -> Exce
     message = _redact(_message(reply), key) or f"status {_status(reply) or 'missing'}"
     where = f" (HTTP {http})" if http else ""
     low = message.lower()
-    if any(w in low for w in _CONFIG_WORDS):
+    if any(w in low for w in _CONFIG_WORDS) or _KEY_FAULT.search(low):
         return ProviderConfigError(f"ModelsLab: {message}{where}")
     if _is_transient(message):
         retry = _number(reply.get("retry_after"))
