@@ -17,7 +17,7 @@ from captioner.errors import ProviderConfigError
         (json.dumps({"MODELSLAB_API_KEY": "sk-env"}), "sk-env"),
         (json.dumps({"other": 1}), None),
         ("", None),
-    ],  # fmt: skip
+    ],
 )
 def test_parse_secret_accepts_plain_text_or_json(raw, key):
     assert parse_secret(raw) == key

@@ -61,7 +61,7 @@ def test_removed_events():
         json.dumps({"Records": "x"}),
         json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}),
         json.dumps(notification(s3_record("x.png", size="many"))),
-    ],  # fmt: skip
+    ],
 )
 def test_malformed_bodies_raise_a_specific_error(body):
     with pytest.raises(MalformedEvent):

@@ -26,7 +26,7 @@ def check(data: bytes, limits: ImageLimits = LIMITS):
 
 
 def test_png_and_jpeg_headers_give_format_and_size():
-    info, reader = check(images.png(300, 200))
+    info, _reader = check(images.png(300, 200))
     assert (info.format, info.width, info.height) == ("PNG", 300, 200)
     info, _ = check(images.jpeg(640, 480))
     assert (info.format, info.width, info.height) == ("JPEG", 640, 480)
@@ -50,7 +50,7 @@ def test_large_icc_profile_triggers_one_larger_read():
         (images.webp(), "WEBP"),
         (b"BM" + b"\0" * 60, "BMP"),
         (b"\0\0\0\x1cftypheic" + b"\0" * 40, "HEIC"),
-    ],  # fmt: skip
+    ],
 )
 def test_sniff_recognises_unsupported_images(data, expected):
     assert sniff_format(data) == expected

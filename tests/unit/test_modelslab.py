@@ -67,7 +67,7 @@ def test_success_reads_output_zero_and_sends_the_documented_body():
     p, _ = provider(h)
     cap = p.caption(IMAGE, "short", deadline=100)
     assert cap.text == "A dog on grass." and cap.job_id == "5" and cap.provider == "modelslab"
-    method, url, body = h.seen[0]
+    _method, url, body = h.seen[0]
     assert url == f"{BASE}/image_editing/caption"
     assert body == {"key": KEY, "init_image": IMAGE.url, "length": "short", "base64": False}
 

@@ -14,14 +14,18 @@ class Clock:
         self.now += s
 
 
-def run(fn, deadline=100.0, backoff=Backoff(base=1, cap=20, max_attempts=6), rand=lambda: 1.0):
+BACKOFF = Backoff(base=1, cap=20, max_attempts=6)
+
+
+def run(fn, deadline=100.0, backoff=BACKOFF, rand=lambda: 1.0):
     clock = Clock()
     result = call_with_retries(fn, deadline=deadline, backoff=backoff, sleep=clock.sleep,
                                clock=lambda: clock.now, rand=rand)  # fmt: skip
     return result, clock
 
 
-def flaky(failures, exc=ProviderTransientError("busy")):
+def flaky(failures, exc=None):
+    exc = exc or ProviderTransientError("busy")
     calls = []
 
     def fn(job):
