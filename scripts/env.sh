@@ -1,0 +1,38 @@
+# Sourced by the other scripts: find Python 3.12, make .venv, install the project and the
+# isolated tools (AWS SAM CLI lives in its own venv: it pins its own boto3).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SAM_VERSION="1.170.0"
+
+find_python312() {
+  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
+  local candidate
+  for candidate in python3.12 "$(command -v pyenv >/dev/null && pyenv root)"/versions/3.12.*/bin/python3.12 \
+                   /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    if [[ -n "$candidate" ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+      echo "$candidate"; return
+    fi
+  done
+  echo "error: Python 3.12 not found; install it or set PYTHON=/path/to/python3.12" >&2
+  exit 1
+}
+
+ensure_venv() {
+  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [[ ! -x .venv/bin/python ]]; then
+    "$(find_python312)" -m venv .venv
+  fi
+  if [[ ! -f "$stamp" ]]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    rm -f .venv/.installed-* && touch "$stamp"
+  fi
+}
+
+ensure_sam() {
+  if [[ ! -x .tools/sam/bin/sam ]] || ! .tools/sam/bin/sam --version 2>/dev/null | grep -q "$SAM_VERSION"; then
+    "$(find_python312)" -m venv .tools/sam
+    .tools/sam/bin/python -m pip install --quiet "aws-sam-cli==$SAM_VERSION"
+  fi
+}
