@@ -191,6 +191,34 @@ def test_sam_validate_lint_is_clean() -> None:
     assert "is a valid SAM Template" in output, output
 
 
+def test_sam_build_succeeds_without_docker(tmp_path: Path) -> None:
+    """`sam build` with a local python3.12 (this venv's) first on PATH, no container.
+
+    Also checks the package fits Lambda's 250 MB unzipped limit and holds the real handler.
+    """
+    import sys
+
+    build_dir = tmp_path / "build"
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1",
+           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+    env.pop("PYENV_VERSION", None)
+    proc = subprocess.run(
+        [str(SAM), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"sam build failed:\n{proc.stdout}\n{proc.stderr}"
+    fn_dir = build_dir / "CaptionFunction"
+    assert (fn_dir / "captioner" / "handler.py").is_file()
+    assert (fn_dir / "captioner" / "providers" / "models" / "efficientnet_lite0.onnx").is_file()
+    size = sum(f.stat().st_size for f in fn_dir.rglob("*") if f.is_file())
+    assert size < 250 * 1024 * 1024, f"package is {size / 2**20:.0f} MiB unzipped"
+    assert any(fn_dir.glob("PIL")) and any(fn_dir.glob("httpx"))
+    # arm64 wheels for the arm64 function, not this machine's x86_64 ones
+    assert list(fn_dir.glob("PIL/_imaging.cpython-312-aarch64-linux-gnu.so"))
+    assert not list(fn_dir.rglob("*x86_64-linux-gnu.so"))
+
+
 # ------------------------------------------------------------------ function
 
 
