@@ -522,3 +522,38 @@ def test_object_deleted_before_processing_is_ignored(app_env, fake_modelslab, la
     event = notification(s3_record("vanished.png"))  # no version: HEAD finds nothing
     assert run(event, lambda_context) == {"batchItemFailures": []}
     assert app_env.row("vanished.png") is None
+
+
+# -- cost per record ---------------------------------------------------------------------------
+
+
+def count_aws_calls(app):
+    calls = []
+    for client in (app.pipeline.objects._s3, app.pipeline.store._db):
+        client.meta.events.register("before-call.*.*", lambda model, **kw: calls.append(model.name))
+    return calls
+
+
+def test_a_real_s3_event_costs_five_aws_round_trips_and_one_paid_call(app_env, fake_modelslab, lambda_context):
+    _, event = put_event(app_env, "cost.png", images.png())
+    app = fast(handler.get_app())
+    calls = count_aws_calls(app)
+    handler.lambda_handler(sqs_event(event), lambda_context)
+    assert calls == ["UpdateItem", "GetObjectTagging", "GetObject", "PutObjectTagging", "UpdateItem"]
+    assert len(fake_modelslab.paid_calls()) == 1
+
+
+def test_a_duplicate_costs_one_conditional_write_and_nothing_else(app_env, fake_modelslab, lambda_context):
+    _, event = put_event(app_env, "cost2.png", images.png())
+    run(event, lambda_context)
+    calls = count_aws_calls(handler.get_app())
+    run(event, lambda_context)
+    assert calls == ["UpdateItem"]
+    assert len(fake_modelslab.paid_calls()) == 1
+
+
+def test_an_event_without_version_adds_one_head(app_env, fake_modelslab, lambda_context):
+    obj = app_env.put("cost3.png", images.png())
+    calls = count_aws_calls(fast(handler.get_app()))
+    handler.lambda_handler(sqs_event(notification(s3_record("cost3.png", size=obj["size"]))), lambda_context)
+    assert calls[0] == "HeadObject" and len(calls) == 6
