@@ -71,3 +71,11 @@ def truncated_body_jpeg() -> bytes:
     """Header intact, pixel data cut off: passes the header check, fails to decode."""
     data = jpeg(256, 256)
     return data[: len(data) // 3]
+
+
+def mpo() -> bytes:
+    """A camera-style multi-picture JPEG: Pillow reports it as MPO."""
+    first, second = picture(90, 70), picture(90, 70)
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    return out.getvalue()

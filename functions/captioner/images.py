@@ -108,6 +108,9 @@ def _parse_header(head: bytes, size: int) -> ImageInfo | None:
         raise ImageRejected("image dimensions are too large (decompression bomb guard)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError):
         return None
+    # Many cameras write JPEGs with an MPO (multi-picture) extension; for every consumer
+    # (ModelsLab, browsers, the local model) they are JPEGs.
+    fmt = "JPEG" if fmt == "MPO" else fmt
     return ImageInfo(format=fmt, width=width, height=height, size=size)
 
 

@@ -88,3 +88,8 @@ def test_size_limit_is_checked_before_any_read():
     with pytest.raises(ImageRejected, match="CAPTION_MAX_IMAGE_BYTES"):
         check_image(reader, 50_000_000, LIMITS)
     assert reader.asked == []
+
+
+def test_camera_mpo_jpegs_are_jpegs():
+    info, _ = check(images.mpo())
+    assert (info.format, info.width, info.height) == ("JPEG", 90, 70)
