@@ -35,7 +35,8 @@ from captioner.tags import TagPlan, TagStatus, is_opted_out, plan_caption_tag
 # Fields that describe one version's result; cleared when a new version takes the row.
 RESULT_FIELDS = (
     "caption", "reason", "last_error", "provider", "provider_job_id", "model", "labels",
-    "length", "format", "width", "height", "tag_status", "provider_latency_ms", "deleted_at",
+    "length", "format", "width", "height", "tag_status", "tag_value", "provider_latency_ms",
+    "deleted_at",
 )  # fmt: skip
 
 
@@ -61,6 +62,18 @@ class Outcome:
     status: str  # a row Status, or IGNORED / DUPLICATE / STALE for messages with nothing to do
     detail: str = ""
     row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One object version being captioned, and what an earlier attempt left for it."""
+
+    ref: ObjectRef
+    attempt: Attempt
+    provider: CaptionProvider
+    base: dict[str, Any]  # row fields every outcome writes
+    job_id: str | None  # the provider's queued job from an earlier attempt: poll it
+    our_tag: str | None  # the caption tag value we wrote earlier: ours to replace
 
 
 class Telemetry(Protocol):
@@ -165,66 +178,65 @@ class Pipeline:
             return Outcome("STALE", "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
-        same = claim.same_revision(ref)
-        attempts = int((claim.previous or {}).get("attempts", 0)) + 1 if same else 1
-        job_id = (claim.previous or {}).get("provider_job_id") if same else None
-        base = {"attempts": attempts, "version_id": ref.version_id, "etag": ref.etag,
-                "size": ref.size}  # fmt: skip
+        previous = (claim.previous or {}) if claim.same_revision(ref) else {}
+        job = _Job(
+            ref=ref,
+            attempt=attempt,
+            provider=provider,
+            base={
+                "attempts": int(previous.get("attempts", 0)) + 1,
+                "version_id": ref.version_id,
+                "etag": ref.etag,
+                "size": ref.size,
+            },
+            job_id=previous.get("provider_job_id"),
+            our_tag=previous.get("tag_value"),
+        )
         try:
-            return self._caption(ref, attempt, base, job_id, provider)
+            return self._caption(job)
         except ObjectMissing:
-            return self._finish(ref, base, Status.DELETED, reason="object deleted while captioning")
+            return self._finish(
+                ref, job.base, Status.DELETED, reason="object deleted while captioning"
+            )
 
-    def _caption(
-        self,
-        ref: ObjectRef,
-        attempt: Attempt,
-        base: dict[str, Any],
-        job_id: str | None,
-        provider: CaptionProvider,
-    ) -> Outcome:
+    def _caption(self, job: _Job) -> Outcome:
+        ref, base = job.ref, job.base
         tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
         if is_opted_out(tags, self.config.skip_tag):
             reason = f"opted out with tag {self.config.skip_tag}=true"
             return self._finish(ref, base, Status.SKIPPED, reason=reason)
         try:
-            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(provider))
+            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(job.provider))
         except ImageRejected as exc:
             return self._finish(ref, base, Status.REJECTED, reason=exc.reason, format=exc.format)
-        image_fields = {"format": info.format, "width": info.width, "height": info.height}
+        base = base | {"format": info.format, "width": info.width, "height": info.height}
         try:
-            caption = self._call_provider(ref, info, attempt, job_id, provider)
+            caption = self._call_provider(job, info)
         except ProviderImageError as exc:
             return self._finish(
-                ref, base | image_fields, Status.FAILED, reason=str(exc), last_error=str(exc),
-                provider=provider.name,
+                ref, base, Status.FAILED, reason=str(exc), last_error=str(exc),
+                provider=job.provider.name,
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
-            self._record_retry(ref, base | image_fields, exc, attempt, provider.name)
+            self._record_retry(ref, base, exc, job.attempt, job.provider.name)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
-        tag_status, tag_error = self._tag(ref, tags, caption.text)
+        tag_status, tag_error, tag_written = self._tag(job, tags, caption.text)
         return self._finish(
-            ref, base | image_fields, Status.CAPTIONED,
+            ref, base, Status.CAPTIONED,
             caption=caption.text, provider=caption.provider, length=caption.length,
             model=caption.model, provider_job_id=caption.job_id,
             labels=[{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
             or None,
             provider_latency_ms=round(caption.latency_ms, 1),
-            tag_status=tag_status, last_error=tag_error,
+            tag_status=tag_status, tag_value=tag_written, last_error=tag_error,
         )  # fmt: skip
 
     def _prefix_reader(self, ref: ObjectRef) -> Callable[[int], bytes]:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
-    def _call_provider(
-        self,
-        ref: ObjectRef,
-        info: ImageInfo,
-        attempt: Attempt,
-        job_id: str | None,
-        provider: CaptionProvider,
-    ) -> Caption:
+    def _call_provider(self, job: _Job, info: ImageInfo) -> Caption:
+        ref, provider, deadline = job.ref, job.provider, job.attempt.deadline
         size_limit = self.config.max_image_bytes
         image = ImageSource(
             info=info,
@@ -233,30 +245,34 @@ class Pipeline:
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 
-        def once(job: str | None) -> Caption:
+        def once(job_id: str | None) -> Caption:
             return provider.caption(
-                image, self.config.length, deadline=attempt.deadline, job_id=job,
+                image, self.config.length, deadline=deadline, job_id=job_id,
                 on_job=lambda new_job: self.store.record_job(ref, new_job, provider.name),
             )  # fmt: skip
 
         return call_with_retries(
-            once, deadline=attempt.deadline, job_id=job_id, backoff=self.backoff,
+            once, deadline=deadline, job_id=job.job_id, backoff=self.backoff,
             on_retry=self.telemetry.retry, sleep=self._sleep,
         )  # fmt: skip
 
     def _tag(
-        self, ref: ObjectRef, tags: list[tuple[str, str]], text: str
-    ) -> tuple[str, str | None]:
-        plan: TagPlan = plan_caption_tag(tags, self.config.tag_key, text)
+        self, job: _Job, tags: list[tuple[str, str]], text: str
+    ) -> tuple[str, str | None, str | None]:
+        """(tag_status, error, the value now on the object that is ours or None)."""
+        plan: TagPlan = plan_caption_tag(tags, self.config.tag_key, text, ours=job.our_tag)
+        ours = plan.value if plan.status is TagStatus.WRITTEN else None
         if plan.tags is None:
-            return plan.status.value, None
+            return plan.status.value, None, ours
+        ref = job.ref
         try:
             self.objects.put_tags(ref.bucket, ref.key, ref.version_id, plan.tags)
         except ObjectMissing:
             raise
-        except Exception as exc:
-            return TagStatus.FAILED.value, f"tag not written: {type(exc).__name__}: {exc}"[:500]
-        return plan.status.value, None
+        except Exception as exc:  # the caption is paid for: keep it, say why
+            error = f"tag not written: {type(exc).__name__}: {exc}"[:500]
+            return TagStatus.FAILED.value, error, None
+        return plan.status.value, None, ours
 
     def _record_retry(
         self,

@@ -40,6 +40,7 @@ class TagStatus(StrEnum):
 class TagPlan:
     status: TagStatus
     tags: list[tuple[str, str]] | None  # the full tag set to write, or None to write nothing
+    value: str = ""  # the caption tag value (what we wrote, or would have)
 
 
 def tag_value(text: str) -> str:
@@ -70,22 +71,28 @@ def is_valid_value(value: str) -> bool:
     )
 
 
-def plan_caption_tag(existing: list[tuple[str, str]], tag_key: str, caption: str) -> TagPlan:
+def plan_caption_tag(
+    existing: list[tuple[str, str]], tag_key: str, caption: str, ours: str | None = None
+) -> TagPlan:
     """Where the caption tag goes, keeping every tag the uploader set.
 
-    A caption tag already present is only replaced when it is exactly the one we would write
-    (a retry); any other value was set by the uploader and is theirs.
+    A caption tag already present is ours to replace only when it is the value we wrote
+    before (``ours``, remembered in the row: a re-caption) or would write now (a retry);
+    any other value was set by the uploader and is theirs.
     """
     value = tag_value(caption)
     current = dict(existing)
     if tag_key in current:
         if current[tag_key] == value:
-            return TagPlan(TagStatus.WRITTEN, None)
-        return TagPlan(TagStatus.KEPT_EXISTING, None)
+            return TagPlan(TagStatus.WRITTEN, None, value)
+        if ours is not None and current[tag_key] == ours:
+            replaced = [(k, value if k == tag_key else v) for k, v in current.items()]
+            return TagPlan(TagStatus.WRITTEN, replaced, value)
+        return TagPlan(TagStatus.KEPT_EXISTING, None, value)
     if len(current) >= MAX_TAGS:
-        return TagPlan(TagStatus.LIMIT_REACHED, None)
+        return TagPlan(TagStatus.LIMIT_REACHED, None, value)
     # dict() above also drops duplicate keys, which S3 rejects but moto accepts.
-    return TagPlan(TagStatus.WRITTEN, [*current.items(), (tag_key, value)])
+    return TagPlan(TagStatus.WRITTEN, [*current.items(), (tag_key, value)], value)
 
 
 def is_opted_out(existing: list[tuple[str, str]], skip_tag: str) -> bool:

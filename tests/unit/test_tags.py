@@ -71,3 +71,17 @@ def test_opt_out_needs_the_value_true():
     assert is_opted_out([("caption-skip", " True ")], "caption-skip")
     assert not is_opted_out([("caption-skip", "no")], "caption-skip")
     assert not is_opted_out([("other", "true")], "caption-skip")
+
+
+def test_plan_replaces_the_value_we_wrote_before():
+    plan = plan_caption_tag(
+        [("team", "a"), ("caption", "Old caption")], "caption", "New one.", ours="Old caption"
+    )
+    assert plan.status is TagStatus.WRITTEN and plan.tags == [
+        ("team", "a"),
+        ("caption", "New one."),
+    ]
+    kept = plan_caption_tag(
+        [("caption", "Edited by a human")], "caption", "New one.", ours="Old caption"
+    )
+    assert kept.status is TagStatus.KEPT_EXISTING and kept.tags is None
