@@ -202,20 +202,10 @@ class CaptionStore:
             names["#vid"] = "version_id"
             values[":vid"] = version_id
             conds.append("#vid = :vid")
-        try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(bucket, key),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #lease",
-                ConditionExpression=" AND ".join(conds),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(values),
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._conditional_update(
+            bucket, key, "SET " + ", ".join(sets) + " REMOVE #lease", " AND ".join(conds),
+            names, values,
+        )  # fmt: skip
 
     def _update_own(self, ref: ObjectRef, fields: Mapping[str, Any], remove: list[str]) -> bool:
         names = {"#rev": "revision"}
@@ -240,11 +230,23 @@ class CaptionStore:
             for j, attr in enumerate(removable):
                 names[f"#r{j}"] = attr
             expr += " REMOVE " + ", ".join(f"#r{j}" for j in range(len(removable)))
+        return self._conditional_update(ref.bucket, ref.key, expr, condition, names, values)
+
+    def _conditional_update(
+        self,
+        bucket: str,
+        key: str,
+        expression: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> bool:
+        """UpdateItem; False (not an error) when the condition says the row is not ours."""
         try:
             self._db.update_item(
                 TableName=self.table_name,
-                Key=_key(ref.bucket, ref.key),
-                UpdateExpression=expr,
+                Key=_key(bucket, key),
+                UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=_values(values),
