@@ -2,10 +2,16 @@
 
 The local stack and the tests create their bucket, queues and table from these properties
 rather than from a second hand-written copy, so a change to the template is followed.
+``StackTemplate`` resolves the few intrinsic functions the local stack needs (``Ref`` to
+parameters and to resources it created, ``Fn::If``/conditions, ``Fn::GetAtt``); anything
+else (``Fn::Sub`` of account ids, IAM) has no meaning locally and is left as it is.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,13 @@ import yaml
 _INTRINSICS = {
     "Ref": "Ref", "Condition": "Condition", "GetAtt": "Fn::GetAtt",
 }  # fmt: skip
+
+TEMPLATE_ENV = "CAPTIONER_TEMPLATE"
+TEMPLATE_NAME = "template.yaml"
+
+
+class TemplateError(Exception):
+    """The template is missing or lacks something the local stack needs."""
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -39,7 +52,28 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 def default_template_path() -> Path:
     """template.yaml at the repository root (functions/captioner/local → ../../..)."""
-    return Path(__file__).resolve().parents[3] / "template.yaml"
+    return Path(__file__).resolve().parents[3] / TEMPLATE_NAME
+
+
+def resolve_template_path(explicit: str | Path | None = None) -> Path:
+    """``--template``, else ``$CAPTIONER_TEMPLATE``, else ./template.yaml, else the repo's.
+
+    The working directory comes before the repository so a user running from their own
+    checkout (or a copy with changed parameters) gets the template they are looking at.
+    """
+    chosen = explicit or os.environ.get(TEMPLATE_ENV) or None
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise TemplateError(f"template not found: {path}")
+        return path.resolve()
+    for path in (Path.cwd() / TEMPLATE_NAME, default_template_path()):
+        if path.is_file():
+            return path.resolve()
+    raise TemplateError(
+        f"{TEMPLATE_NAME} not found in {Path.cwd()} or the repository: "
+        f"pass --template or set {TEMPLATE_ENV}"
+    )
 
 
 @cache
@@ -59,9 +93,9 @@ def properties(name: str, path: Path | None = None) -> dict[str, Any]:
     return resource(name, path).get("Properties", {})
 
 
-def table_definition(path: Path | None = None) -> dict[str, Any]:
+def table_definition(path: Path | None = None, logical_id: str = "CaptionsTable") -> dict[str, Any]:
     """CreateTable arguments for CaptionsTable (keys, attributes, indexes) from the template."""
-    props = properties("CaptionsTable", path)
+    props = properties(logical_id, path)
     indexes = [
         {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
         for g in props.get("GlobalSecondaryIndexes", [])
@@ -78,3 +112,161 @@ def table_definition(path: Path | None = None) -> dict[str, Any]:
 
 def parameter_default(name: str, path: Path | None = None) -> Any:
     return load_template(path)["Parameters"][name].get("Default")
+
+
+# -- resolving intrinsics --------------------------------------------------------------------
+
+_NO_VALUE = object()  # AWS::NoValue: the property disappears
+_PLAIN = object()  # a one-key mapping that is not an intrinsic function
+_CONDITION_FUNCTIONS = ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition")
+
+
+@dataclass(frozen=True)
+class SqsEventSource:
+    """The function's SQS event (SAM ``Events: {Type: SQS}``), as the poller needs it."""
+
+    queue: str  # logical id of the queue
+    batch_size: int = 10
+    batching_window_s: float = 0.0
+    max_concurrency: int = 2
+    report_batch_item_failures: bool = False
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    handler: str  # "module.function", imported by the poller
+    timeout_s: int
+    memory_mb: int
+    environment: dict[str, str]
+    events: tuple[SqsEventSource, ...]
+
+
+class StackTemplate:
+    """A template with parameter values (defaults overlaid by overrides)."""
+
+    def __init__(
+        self, path: Path | None = None, parameters: Mapping[str, Any] | None = None
+    ) -> None:
+        self.path = path or default_template_path()
+        self.doc = load_template(self.path)
+        declared = self.doc.get("Parameters", {})
+        unknown = sorted(set(parameters or {}) - set(declared))
+        if unknown:
+            raise TemplateError(f"unknown template parameter(s): {', '.join(unknown)}")
+        self.parameters = {name: spec.get("Default") for name, spec in declared.items()}
+        self.parameters.update(parameters or {})
+
+    def parameter(self, name: str) -> Any:
+        return self.parameters[name]
+
+    def properties(self, logical_id: str) -> dict[str, Any]:
+        try:
+            res = self.doc["Resources"][logical_id]
+        except KeyError:
+            raise TemplateError(f"the template has no resource {logical_id}") from None
+        return res.get("Properties", {})
+
+    def resources_of_type(self, type_name: str) -> list[str]:
+        return [k for k, v in self.doc["Resources"].items() if v.get("Type") == type_name]
+
+    def resolve(self, node: Any, refs: Mapping[str, Any] | None = None) -> Any:
+        """``node`` with parameters, conditions and the given resource ``refs`` substituted.
+
+        ``refs`` maps logical ids (``Ref``) and ``"LogicalId.Attribute"`` (``Fn::GetAtt``) to
+        the values of the resources created locally. Unresolvable intrinsics stay as they are.
+        """
+        value = self._resolve(node, refs or {})
+        return None if value is _NO_VALUE else value
+
+    def condition(self, name: str) -> bool:
+        return bool(self._resolve(self.doc.get("Conditions", {})[name], {}))
+
+    def _resolve(self, node: Any, refs: Mapping[str, Any]) -> Any:
+        if isinstance(node, list):
+            items = [self._resolve(v, refs) for v in node]
+            return [v for v in items if v is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (fn, arg), = node.items()  # fmt: skip
+            resolved = self._intrinsic(fn, arg, refs)
+            if resolved is not _PLAIN:
+                return resolved
+        items = {k: self._resolve(v, refs) for k, v in node.items()}
+        return {k: v for k, v in items.items() if v is not _NO_VALUE}
+
+    def _intrinsic(self, fn: str, arg: Any, refs: Mapping[str, Any]) -> Any:
+        if fn == "Ref":
+            if arg == "AWS::NoValue":
+                return _NO_VALUE
+            if arg in self.parameters:
+                return self.parameters[arg]
+            return refs.get(arg, {fn: arg})
+        if fn == "Fn::GetAtt":
+            return refs.get(".".join(arg), {fn: arg})
+        if fn == "Fn::If":
+            cond, if_true, if_false = arg
+            return self._resolve(if_true if self.condition(cond) else if_false, refs)
+        if fn in _CONDITION_FUNCTIONS:
+            return self._condition_function(fn, arg, refs)
+        return {fn: arg} if fn.startswith("Fn::") else _PLAIN
+
+    def _condition_function(self, fn: str, arg: Any, refs: Mapping[str, Any]) -> bool:
+        if fn == "Condition":
+            return self.condition(arg)
+        values = [self._resolve(a, refs) for a in arg]
+        if fn == "Fn::Equals":
+            return str(values[0]) == str(values[1])
+        if fn == "Fn::Not":
+            return not values[0]
+        return all(values) if fn == "Fn::And" else any(values)
+
+    # -- what the local stack reads ---------------------------------------------------------
+
+    def function(self, logical_id: str, refs: Mapping[str, Any] | None = None) -> FunctionSpec:
+        """A SAM function's handler, limits, environment and SQS events (Globals applied)."""
+        globals_ = self.doc.get("Globals", {}).get("Function", {})
+        props = self.resolve({**globals_, **self.properties(logical_id)}, refs)
+        variables = props.get("Environment", {}).get("Variables", {})
+        events = tuple(
+            _sqs_event(ev.get("Properties", {}))
+            for ev in props.get("Events", {}).values()
+            if ev.get("Type") == "SQS"
+        )
+        return FunctionSpec(
+            logical_id=logical_id,
+            handler=str(props["Handler"]),
+            timeout_s=int(props.get("Timeout", 3)),
+            memory_mb=int(props.get("MemorySize", 128)),
+            environment={k: _env_value(v) for k, v in variables.items()},
+            events=events,
+        )
+
+    def outputs(self, refs: Mapping[str, Any]) -> dict[str, str]:
+        """The stack outputs whose values resolve with ``refs`` (others are left out)."""
+        resolved = {
+            name: self.resolve(spec.get("Value"), refs)
+            for name, spec in self.doc.get("Outputs", {}).items()
+        }
+        return {k: str(v) for k, v in resolved.items() if isinstance(v, str | int)}
+
+
+def _sqs_event(props: Mapping[str, Any]) -> SqsEventSource:
+    queue = props.get("Queue")
+    if isinstance(queue, dict) and "Fn::GetAtt" in queue:
+        queue = queue["Fn::GetAtt"][0]
+    return SqsEventSource(
+        queue=str(queue),
+        batch_size=int(props.get("BatchSize", 10)),
+        batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+        max_concurrency=int(props.get("ScalingConfig", {}).get("MaximumConcurrency", 2)),
+        report_batch_item_failures="ReportBatchItemFailures"
+        in props.get("FunctionResponseTypes", []),
+    )
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value) if not isinstance(value, dict) else ""

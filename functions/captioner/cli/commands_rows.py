@@ -1,0 +1,149 @@
+"""``get``, ``list`` and ``search``: reading captions from the table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from captioner.cli import render
+from captioner.cli.errors import CliError
+from captioner.cli.rows import (
+    STATUSES,
+    ListQuery,
+    approximate_row_count,
+    get_row,
+    list_rows,
+    parse_since,
+    search_rows,
+)
+from captioner.cli.s3url import parse_s3_url
+from captioner.cli.target import Deployment, with_deployment
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
+LimitOpt = Annotated[
+    int, typer.Option("--limit", "-n", min=0, help="Most rows to print (0 = no limit).")
+]
+
+
+def output_format(as_json: bool, as_csv: bool) -> str:
+    if as_json and as_csv:
+        raise CliError("choose one of --json and --csv")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def get(
+    url: Annotated[str, typer.Argument(metavar="s3://BUCKET/KEY", help="The object.")],
+    as_json: JsonOpt = False,
+    *,
+    deployment: Deployment,
+) -> None:
+    """The caption row of one object (status, caption or reason, provider, version...)."""
+    target = parse_s3_url(url, object_key=True)
+    row = get_row(deployment.client("dynamodb"), deployment.table, target.bucket, target.key)
+    if row is None:
+        raise CliError(f"no caption row for {target} (not uploaded, not captioned yet, or "
+                       "not in this deployment's bucket)")  # fmt: skip
+    if as_json:
+        render.print_json(row)
+    else:
+        render.out.print(render.row_details(row))
+
+
+def list_(
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[s3://BUCKET/PREFIX]", help="Bucket and key prefix \\[default: --bucket]."
+        ),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help=f"Only rows with this status: {'|'.join(STATUSES)}.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only rows updated since: ISO date/time (UTC) or an age (30m, 6h, 2d)."),
+    ] = None,
+    limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    *,
+    deployment: Deployment,
+) -> None:
+    """Rows newest first, from the table's indexes (never a Scan).
+
+    With a bucket/prefix only, queries the by-bucket-updated index (prefix as a filter).
+    With --status, queries the by-status-updated index and filters by bucket/prefix when
+    one is given as well: rows of one status (FAILED, REJECTED) are usually far fewer than
+    the rows of a bucket. Without a URL or --status, the deployment's bucket is listed.
+    """
+    fmt = output_format(as_json, as_csv)
+    query = ListQuery(
+        status=_status(status),
+        since=parse_since(since) if since else None,
+        limit=limit or None,
+    )
+    if url:
+        target = parse_s3_url(url)
+        query = ListQuery(**{**query.__dict__, "bucket": target.bucket, "prefix": target.key})
+    elif not query.status:
+        query = ListQuery(**{**query.__dict__, "bucket": deployment.bucket})
+    rows = list(list_rows(deployment.client("dynamodb"), deployment.table, query))
+    render.print_rows(rows, fmt)
+
+
+def search(
+    text: Annotated[str, typer.Argument(help="Words the caption must all contain.")],
+    limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    *,
+    deployment: Deployment,
+) -> None:
+    """Rows whose caption contains all the words (case-insensitive).
+
+    Cost: this is a DynamoDB Scan, which reads the whole table whatever it finds: about
+    0.5 read request units per 4 KB of rows (on demand), i.e. roughly one unit per 8 rows
+    of ~1 KB. Fine for thousands of rows; for millions export the table and search there.
+    """
+    fmt = output_format(as_json, as_csv)
+    ddb = deployment.client("dynamodb")
+    total = approximate_row_count(ddb, deployment.table)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("scanning {task.completed} of ~{task.total} rows"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=render.err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("scan", total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        rows = list(search_rows(ddb, deployment.table, text, limit=limit or None, on_page=advance))
+    render.print_rows(rows, fmt)
+
+
+def _status(value: str | None) -> str | None:
+    if value is None:
+        return None
+    status = value.strip().upper()
+    if status not in STATUSES:
+        raise CliError(f"--status must be one of {', '.join(STATUSES)}, not {value!r}")
+    return status
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Captions")(with_deployment(get))
+    app.command("list", rich_help_panel="Captions")(with_deployment(list_))
+    app.command(rich_help_panel="Captions")(with_deployment(search))

@@ -1,0 +1,269 @@
+"""Which deployment a command talks to, and the options every such command shares.
+
+Names come from flags or their environment variables when given (``--bucket`` /
+``CAPTIONER_BUCKET``, ``--table`` / ``CAPTIONS_TABLE``, ``--queue-url`` /
+``CAPTIONER_QUEUE_URL``, ``--dlq-url`` / ``CAPTIONER_DLQ_URL``), otherwise from the outputs
+of the CloudFormation stack (``--stack-name``, default: samconfig.toml's ``stack_name``).
+``captioner local up`` registers its outputs under the stack name too, so pointing
+``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) at it is enough.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import boto3
+import typer
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from captioner.cli.errors import CliError, is_loopback
+from captioner.local.stack import DUMMY_CREDENTIALS
+
+DEFAULT_STACK_NAME = "captioner"
+LOCAL_REGION = "us-east-1"
+PANEL = "Deployment (flags, else environment, else stack outputs)"
+
+OUTPUT_KEYS = {
+    "bucket": "BucketName",
+    "table": "TableName",
+    "queue_url": "QueueUrl",
+    "dlq_url": "DeadLetterQueueUrl",
+}
+FLAGS = {
+    "bucket": "--bucket",
+    "table": "--table",
+    "queue_url": "--queue-url",
+    "dlq_url": "--dlq-url",
+}
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    stack_name: str | None = None
+    bucket: str | None = None
+    table: str | None = None
+    queue_url: str | None = None
+    dlq_url: str | None = None
+
+
+def samconfig_stack_name(directory: Path | None = None) -> str | None:
+    """``stack_name`` from samconfig.toml in the working directory, as ``sam deploy`` reads it."""
+    path = (directory or Path.cwd()) / "samconfig.toml"
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    env = doc.get("default", {})
+    for section in ("deploy", "global"):
+        name = env.get(section, {}).get("parameters", {}).get("stack_name")
+        if name:
+            return str(name)
+    return None
+
+
+@dataclass
+class Deployment:
+    """Lazily made boto3 clients and resource names for one deployment."""
+
+    options: TargetOptions = field(default_factory=TargetOptions)
+    _session: Any = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _outputs: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.options.endpoint_url or None
+
+    @property
+    def is_local(self) -> bool:
+        """An endpoint on this machine: the local stack (moto), not AWS."""
+        return is_loopback(self.endpoint_url)
+
+    @property
+    def stack_name(self) -> str:
+        return self.options.stack_name or samconfig_stack_name() or DEFAULT_STACK_NAME
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = self._make_session()
+        return self._session
+
+    @property
+    def region(self) -> str:
+        return self.session.region_name or LOCAL_REGION
+
+    def _make_session(self) -> Any:
+        session = boto3.session.Session(
+            profile_name=self.options.profile, region_name=self.options.region
+        )
+        if self.is_local and session.get_credentials() is None:
+            # moto takes any credentials; do not make users export dummy ones.
+            session = boto3.session.Session(
+                aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name=session.region_name or LOCAL_REGION,
+            )
+        elif self.is_local and session.region_name is None:
+            session = boto3.session.Session(
+                profile_name=self.options.profile, region_name=LOCAL_REGION
+            )
+        return session
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            config = BotoConfig(
+                retries={"mode": "standard", "max_attempts": 2 if self.is_local else 4},
+                connect_timeout=3 if self.is_local else 10,
+                read_timeout=30,
+                max_pool_connections=20,
+            )
+            self._clients[service] = self.session.client(
+                service, endpoint_url=self.endpoint_url, config=config
+            )
+        return self._clients[service]
+
+    # -- names ----------------------------------------------------------------------------
+
+    @property
+    def bucket(self) -> str:
+        return self._name("bucket")
+
+    @property
+    def table(self) -> str:
+        return self._name("table")
+
+    @property
+    def queue_url(self) -> str:
+        return self._name("queue_url")
+
+    @property
+    def dlq_url(self) -> str:
+        return self._name("dlq_url")
+
+    def _name(self, what: str) -> str:
+        explicit = getattr(self.options, what)
+        if explicit:
+            return explicit
+        value = self.outputs().get(OUTPUT_KEYS[what])
+        if not value:
+            raise CliError(
+                f"stack {self.stack_name!r} has no output {OUTPUT_KEYS[what]}; pass {FLAGS[what]}"
+            )
+        return value
+
+    def outputs(self) -> dict[str, str]:
+        """The stack's outputs (one DescribeStacks call, then cached)."""
+        if self._outputs is None:
+            self._outputs = self._describe_stack()
+        return self._outputs
+
+    def _describe_stack(self) -> dict[str, str]:
+        cfn = self.client("cloudformation")
+        try:
+            stacks = cfn.describe_stacks(StackName=self.stack_name)["Stacks"]
+        except ClientError as exc:
+            if "does not exist" not in str(exc.response.get("Error", {}).get("Message", "")):
+                raise
+            raise CliError(self._no_stack_message()) from None
+        return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+    def _no_stack_message(self) -> str:
+        where = f"at {self.endpoint_url}" if self.endpoint_url else f"in {self.region}"
+        hint = (
+            "is this the endpoint `captioner local up` printed?"
+            if self.is_local
+            else "deploy it with `sam deploy`, or pass --stack-name"
+        )
+        return (
+            f"stack {self.stack_name!r} not found {where}: {hint} "
+            "(or name the resources: --bucket/--table/--queue-url/--dlq-url)"
+        )
+
+    def describe(self) -> str:
+        """Where we are talking to, for headings."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        return f"AWS {self.region}"
+
+
+# -- the shared options -------------------------------------------------------------------
+
+
+def _option(*decls: str, envvar: str | None = None, help: str) -> Any:
+    return typer.Option(*decls, envvar=envvar, help=help, rich_help_panel=PANEL, show_default=False)
+
+
+_COMMON: dict[str, Any] = {
+    "endpoint_url": Annotated[
+        str | None,
+        _option(
+            "--endpoint-url",
+            envvar="AWS_ENDPOINT_URL",
+            help="AWS endpoint, e.g. the local stack's http://127.0.0.1:4566.",
+        ),
+    ],
+    "region": Annotated[str | None, _option("--region", envvar="AWS_REGION", help="AWS region.")],
+    "profile": Annotated[
+        str | None, _option("--profile", envvar="AWS_PROFILE", help="AWS CLI profile.")
+    ],
+    "stack_name": Annotated[
+        str | None,
+        _option(
+            "--stack-name",
+            envvar="CAPTIONER_STACK_NAME",
+            help="CloudFormation stack whose outputs name the resources "
+            "\\[default: samconfig.toml's stack_name, else captioner].",
+        ),
+    ],
+    "bucket": Annotated[
+        str | None, _option("--bucket", envvar="CAPTIONER_BUCKET", help="Upload bucket.")
+    ],
+    "table": Annotated[
+        str | None, _option("--table", envvar="CAPTIONS_TABLE", help="Captions table.")
+    ],
+    "queue_url": Annotated[
+        str | None,
+        _option("--queue-url", envvar="CAPTIONER_QUEUE_URL", help="Caption queue URL."),
+    ],
+    "dlq_url": Annotated[
+        str | None,
+        _option("--dlq-url", envvar="CAPTIONER_DLQ_URL", help="Dead-letter queue URL."),
+    ],
+}
+assert set(_COMMON) == {f.name for f in fields(TargetOptions)}
+
+
+def with_deployment[F: Callable[..., Any]](fn: F) -> F:
+    """Give a command the deployment options and call it with ``deployment=Deployment``.
+
+    The options are added to the command's signature (which is what Typer reads), so each
+    command accepts them after its own arguments: ``captioner list --endpoint-url ...``.
+    """
+    signature = inspect.signature(fn, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "deployment"]
+    common = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in _COMMON.items()
+    ]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        options = TargetOptions(**{name: kwargs.pop(name, None) for name in _COMMON})
+        return fn(*args, deployment=Deployment(options), **kwargs)
+
+    parameters = [*own, *common]
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    del command.__wrapped__  # type: ignore[attr-defined]  # Typer must see the new signature
+    return command  # type: ignore[return-value]
