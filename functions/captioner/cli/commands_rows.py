@@ -44,8 +44,10 @@ def get(
     target = parse_s3_url(url, object_key=True)
     row = get_row(deployment.client("dynamodb"), deployment.table, target.bucket, target.key)
     if row is None:
-        raise CliError(f"no caption row for {target} (not uploaded, not captioned yet, or "
-                       "not in this deployment's bucket)")  # fmt: skip
+        raise CliError(
+            f"no caption row for {target} (not uploaded, not captioned yet, or "
+            "not in this deployment's bucket)"
+        )
     if as_json:
         render.print_json(row)
     else:

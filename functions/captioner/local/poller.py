@@ -90,6 +90,14 @@ class PollerSettings:
 
 
 @dataclass(frozen=True)
+class MessageResult:
+    message_id: str
+    body: str
+    receive_count: int  # ApproximateReceiveCount of this delivery
+    failed: bool  # reported as a batch item failure (or the whole invocation failed)
+
+
+@dataclass(frozen=True)
 class BatchReport:
     """One invocation, for the ``on_batch`` callback (``captioner local up`` prints it)."""
 
@@ -100,6 +108,7 @@ class BatchReport:
     last_deliveries: int  # failed on their final receive: SQS moves them to the DLQ next
     seconds: float
     error: str | None = None  # the handler raised: the whole batch failed
+    messages: tuple[MessageResult, ...] = ()
 
 
 class SqsEventSource:
@@ -233,6 +242,12 @@ class SqsEventSource:
             last_deliveries=sum(1 for m in failed if self._is_last_delivery(m)),
             seconds=time.monotonic() - started,
             error=error,
+            messages=tuple(
+                MessageResult(
+                    m["MessageId"], m["Body"], _receive_count(m), m["MessageId"] in failed_ids
+                )
+                for m in messages
+            ),
         )
 
     def failed_ids(self, response: Any, message_ids: list[str]) -> set[str]:
@@ -271,8 +286,7 @@ class SqsEventSource:
 
     def _is_last_delivery(self, message: dict[str, Any]) -> bool:
         limit = self.settings.max_receive_count
-        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
-        return limit is not None and count >= limit
+        return limit is not None and _receive_count(message) >= limit
 
     def _delete(self, messages: list[dict[str, Any]]) -> None:
         for chunk in _chunks(messages, SQS_MAX_BATCH):
@@ -296,6 +310,10 @@ class SqsEventSource:
                     for i, m in enumerate(chunk)
                 ],
             )
+
+
+def _receive_count(message: dict[str, Any]) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
 
 
 def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:

@@ -455,6 +455,8 @@ class LocalStack:
             v for v in ("MODELSLAB_API_KEY_SECRET", "AWS_PROFILE") if os.environ.get(v)
         ]
         self._env.apply(self.handler_environment())
+        # Metrics are off locally (no CloudWatch), so Powertools' "no metrics" is noise.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         level = self.handler_environment().get("POWERTOOLS_LOG_LEVEL") or "INFO"
         self._old_log_level = logger.log_level
         logger.setLevel(level)  # the logger was made at import, maybe before our variables

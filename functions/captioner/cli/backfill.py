@@ -1,0 +1,146 @@
+"""Enqueue objects that are already in the bucket, skipping those already captioned.
+
+One pass, page by page (1,000 keys), so a bucket of any size runs in bounded memory: list
+the page, look its rows up with BatchGetItem, and enqueue the rest with SendMessageBatch.
+The messages are S3-notification-shaped (``captioner.events.backfill_message``), so the
+function handles them exactly like uploads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from captioner.cli.rows import get_rows
+from captioner.events import backfill_message
+
+MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
+SQS_MAX_BATCH = 10
+_PROJECTION = ("status", "version_id", "etag", "size", "provider")
+
+
+@dataclass
+class BackfillStats:
+    listed: int = 0  # objects listed (folder markers included)
+    folders: int = 0  # "folder/" markers: nothing to caption
+    captioned: int = 0  # already CAPTIONED for this version: skipped
+    other_provider: int = 0  # --only-provider: the row names another provider (or none)
+    enqueued: int = 0  # sent (or, with --dry-run, would be sent)
+    failed: int = 0  # SendMessageBatch refused them
+
+    def cost_usd(self, price: float = MODELSLAB_PRICE_USD) -> float:
+        return round(self.enqueued * price, 4)
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    bucket: str
+    prefix: str = ""
+    provider: str | None = None  # asked of the function for these messages
+    only_provider: str | None = None  # re-enqueue only rows captioned by this provider
+    dry_run: bool = False
+
+    def wants(self, obj: dict[str, Any], row: dict[str, Any] | None) -> str | None:
+        """Why the object is skipped ("captioned", "other_provider"), or None to enqueue.
+
+        The same version means the same ETag and size: ListObjectsV2 reports no version
+        ids. With --provider, a caption by another provider is not "done" (the function
+        agrees and re-captions it); with --only-provider, only that provider's rows go.
+        """
+        if self.only_provider:
+            return None if row and row.get("provider") == self.only_provider else "other_provider"
+        if row is None or row.get("status") != "CAPTIONED" or not _same_version(obj, row):
+            return None
+        if self.provider and row.get("provider") != self.provider:
+            return None
+        return "captioned"
+
+
+def run_backfill(
+    s3: Any,
+    ddb: Any,
+    sqs: Any,
+    *,
+    table: str,
+    queue_url: str,
+    plan: BackfillPlan,
+    on_progress: Callable[[BackfillStats], None] | None = None,
+) -> BackfillStats:
+    stats = BackfillStats()
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket, Prefix=plan.prefix)
+    for page in pages:
+        objects = page.get("Contents", [])
+        stats.listed += len(objects)
+        files = [o for o in objects if not o["Key"].endswith("/")]
+        stats.folders += len(objects) - len(files)
+        rows = get_rows(ddb, table, plan.bucket, [o["Key"] for o in files], _PROJECTION)
+        todo = []
+        for obj in files:
+            reason = plan.wants(obj, rows.get(obj["Key"]))
+            if reason == "captioned":
+                stats.captioned += 1
+            elif reason == "other_provider":
+                stats.other_provider += 1
+            else:
+                todo.append(obj)
+        _enqueue(sqs, queue_url, plan, todo, stats)
+        if on_progress:
+            on_progress(stats)
+    return stats
+
+
+def _enqueue(
+    sqs: Any,
+    queue_url: str,
+    plan: BackfillPlan,
+    objects: list[dict[str, Any]],
+    stats: BackfillStats,
+) -> None:
+    for chunk in _chunks(objects, SQS_MAX_BATCH):
+        if plan.dry_run:
+            sent = {str(i) for i in range(len(chunk))}
+        else:
+            sent = _send(sqs, queue_url, plan, chunk)
+        stats.enqueued += len(sent)
+        stats.failed += len(chunk) - len(sent)
+
+
+def _send(sqs: Any, queue_url: str, plan: BackfillPlan, chunk: list[dict[str, Any]]) -> set[str]:
+    """SendMessageBatch, retrying once the entries SQS refused (throttling, hiccups)."""
+    entries = {
+        str(i): {
+            "Id": str(i),
+            "MessageBody": backfill_message(
+                plan.bucket,
+                o["Key"],
+                version_id=None,
+                etag=_etag(o),
+                size=int(o.get("Size", 0)),
+                provider=plan.provider,
+            ),
+        }
+        for i, o in enumerate(chunk)
+    }
+    sent: set[str] = set()
+    for _ in range(2):
+        pending = [e for i, e in entries.items() if i not in sent]
+        if not pending:
+            break
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
+        sent |= {s["Id"] for s in resp.get("Successful", [])}
+    return sent
+
+
+def _same_version(obj: dict[str, Any], row: dict[str, Any]) -> bool:
+    size = row.get("size")
+    return _etag(obj) == row.get("etag") and (size is None or int(size) == int(obj["Size"]))
+
+
+def _etag(obj: dict[str, Any]) -> str | None:
+    return str(obj.get("ETag", "")).strip('"') or None
+
+
+def _chunks[T](items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,149 @@
+"""``backfill``: caption what was in the bucket before the stack (or re-caption)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from captioner.cli import render
+from captioner.cli.backfill import MODELSLAB_PRICE_USD, BackfillPlan, BackfillStats, run_backfill
+from captioner.cli.errors import CliError
+from captioner.cli.s3url import parse_s3_url
+from captioner.cli.target import Deployment, with_deployment
+from captioner.providers import PROVIDERS
+
+
+def backfill(
+    url: Annotated[str, typer.Argument(metavar="s3://BUCKET/PREFIX", help="What to caption.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count, and estimate the ModelsLab cost.")
+    ] = False,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask the function for this provider (modelslab|local) instead of "
+            "its default; a caption by another provider is then not skipped."
+        ),
+    ] = None,
+    only_provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-enqueue only objects whose row names this provider, even if "
+            "captioned (e.g. --provider modelslab --only-provider local)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    *,
+    deployment: Deployment,
+) -> None:
+    """Enqueue the objects already in the bucket, skipping those already captioned.
+
+    Lists the objects (ListObjectsV2, folder markers skipped), looks their rows up
+    (BatchGetItem), skips those CAPTIONED for the same version (same ETag and size), and
+    sends the rest to the caption queue in batches of 10, as S3 notifications would.
+    """
+    target = parse_s3_url(url)
+    plan = BackfillPlan(
+        bucket=target.bucket,
+        prefix=target.key,
+        provider=_provider(provider, "--provider"),
+        only_provider=_provider(only_provider, "--only-provider"),
+        dry_run=dry_run,
+    )
+    if plan.provider and plan.provider == plan.only_provider:
+        render.err.print(
+            f"note: rows captioned by {plan.provider} are done for {plan.provider}: "
+            "the function will skip them"
+        )
+    table = deployment.table
+    queue_url = "" if dry_run else deployment.queue_url
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=render.err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("listing…")
+
+        def show(stats: BackfillStats) -> None:
+            verb = "to enqueue" if dry_run else "enqueued"
+            progress.update(
+                task,
+                description=f"listed {stats.listed} · {verb} {stats.enqueued}"
+                f" · skipped {stats.captioned + stats.other_provider + stats.folders}",
+            )
+
+        stats = run_backfill(
+            deployment.client("s3"),
+            deployment.client("dynamodb"),
+            deployment.client("sqs"),
+            table=table,
+            queue_url=queue_url,
+            plan=plan,
+            on_progress=show,
+        )
+    _report(stats, plan, as_json)
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
+    cost = 0.0 if plan.provider == "local" else stats.cost_usd()
+    if as_json:
+        render.print_json(
+            {
+                "bucket": plan.bucket,
+                "prefix": plan.prefix,
+                "dry_run": plan.dry_run,
+                "listed": stats.listed,
+                "folders": stats.folders,
+                "already_captioned": stats.captioned,
+                "other_provider": stats.other_provider,
+                "enqueued": stats.enqueued,
+                "failed": stats.failed,
+                "estimated_cost_usd": cost,
+            }
+        )
+        return
+    table = Table(
+        title=f"Backfill of s3://{plan.bucket}/{plan.prefix}"
+        + (" (dry run)" if plan.dry_run else ""),
+        title_justify="left",
+    )
+    table.add_column("")
+    table.add_column("Objects", justify="right")
+    table.add_row("listed", str(stats.listed))
+    table.add_row("skipped: folder markers", str(stats.folders))
+    table.add_row("skipped: already captioned", str(stats.captioned))
+    if plan.only_provider:
+        table.add_row(f"skipped: not captioned by {plan.only_provider}", str(stats.other_provider))
+    table.add_row(
+        "[bold]would enqueue" if plan.dry_run else "[bold]enqueued", f"[bold]{stats.enqueued}"
+    )
+    if stats.failed:
+        table.add_row("[red]failed to enqueue", f"[red]{stats.failed}")
+    render.out.print(table)
+    if plan.provider == "local":
+        render.out.print("estimated cost: $0 (offline local provider)")
+    else:
+        who = "" if plan.provider == "modelslab" else ", if the deployment captions with ModelsLab"
+        render.out.print(
+            f"estimated cost: {stats.enqueued} × ${MODELSLAB_PRICE_USD} = ${cost:.4f}{who}"
+        )
+
+
+def _provider(name: str | None, flag: str) -> str | None:
+    if name is None:
+        return None
+    value = name.strip().lower()
+    if value not in PROVIDERS:
+        raise CliError(f"{flag} must be one of {', '.join(sorted(PROVIDERS))}, not {name!r}")
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Operations")(with_deployment(backfill))

@@ -1,0 +1,143 @@
+"""``status`` and ``redrive``: the queues and what the table says about them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from captioner.cli import render
+from captioner.cli.queues import queue_depth, redrive
+from captioner.cli.rows import ListQuery, count_by_status, list_rows
+from captioner.cli.target import Deployment, with_deployment
+
+
+def status(
+    errors: Annotated[
+        int, typer.Option("--errors", min=0, help="How many of the newest FAILED rows to show.")
+    ] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    *,
+    deployment: Deployment,
+) -> None:
+    """Queue depth, messages in flight, dead-letter depth, rows per status, last errors.
+
+    Rows per status are COUNT queries on the by-status-updated index: they read (and are
+    billed for) every index entry, about 0.5 read units per 4 KB, so a few million rows
+    cost a few cents.
+    """
+    sqs, ddb = deployment.client("sqs"), deployment.client("dynamodb")
+    queue, dlq = queue_depth(sqs, deployment.queue_url), queue_depth(sqs, deployment.dlq_url)
+    counts = count_by_status(ddb, deployment.table)
+    failed = list(list_rows(ddb, deployment.table, ListQuery(status="FAILED", limit=errors)))
+    report = {
+        "queue": {"visible": queue.visible, "in_flight": queue.in_flight, "delayed": queue.delayed},
+        "dead_letter": {"visible": dlq.visible, "in_flight": dlq.in_flight},
+        "counts": counts,
+        "last_errors": failed if errors else [],
+    }
+    if as_json:
+        render.print_json(report)
+    else:
+        _print_status(deployment, report)
+
+
+def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
+    queue, dlq, counts = report["queue"], report["dead_letter"], report["counts"]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Endpoint", deployment.describe())
+    grid.add_row("Table", deployment.table)
+    grid.add_row(
+        "Queue",
+        f"{queue['visible']} waiting, {queue['in_flight']} in flight"
+        + (f", {queue['delayed']} delayed" if queue["delayed"] else ""),
+    )
+    style = "bold red" if dlq["visible"] else "green"
+    grid.add_row(
+        "Dead-letter queue",
+        f"[{style}]{dlq['visible']}[/] message(s)"
+        + ("  → inspect, fix, then `captioner redrive`" if dlq["visible"] else ""),
+    )
+    render.out.print(grid)
+    table = Table(title="Rows per status", title_justify="left")
+    table.add_column("Status")
+    table.add_column("Rows", justify="right")
+    for name, count in counts.items():
+        table.add_row(render.status_text(name), str(count))
+    table.add_row("[bold]total", f"[bold]{sum(counts.values())}")
+    render.out.print(table)
+    if report["last_errors"]:
+        errors = Table(title="Newest failures", title_justify="left")
+        errors.add_column("Updated (UTC)", no_wrap=True, style="dim")
+        errors.add_column("Object", overflow="fold")
+        errors.add_column("Reason / last error", overflow="fold")
+        for row in report["last_errors"]:
+            why = " — ".join(str(row[k]) for k in ("reason", "last_error") if row.get(k))
+            errors.add_row(
+                str(row.get("updated_at", ""))[:19].replace("T", " "),
+                f"s3://{row['bucket']}/{row['key']}",
+                why,
+            )
+        render.out.print(errors)
+
+
+def redrive_(
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="Wait for SQS's move task to finish (AWS only; local moves are "
+            "always done before returning)."
+        ),
+    ] = True,
+    *,
+    deployment: Deployment,
+) -> None:
+    """Move dead-letter messages back to the caption queue, after fixing their cause.
+
+    In AWS: SQS StartMessageMoveTask. Against the local stack (or any endpoint without
+    that API): receive from the dead-letter queue, send to the caption queue, then delete.
+    """
+    sqs = deployment.client("sqs")
+    before = queue_depth(sqs, deployment.dlq_url)
+    if before.visible == 0:
+        render.err.print(
+            "the dead-letter queue is empty: nothing to redrive"
+            + (f" ({before.in_flight} in flight)" if before.in_flight else "")
+        )
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("moving messages"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=render.err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("redrive", total=before.visible)
+        result = redrive(
+            sqs,
+            deployment.dlq_url,
+            deployment.queue_url,
+            prefer_move_task=not deployment.is_local,
+            wait=wait,
+            progress=lambda moved: progress.update(task, completed=moved),
+        )
+    how = "SQS move task" if result.method == "move-task" else "receive → send → delete"
+    line = f"moved {result.moved} of {before.visible} message(s) back to the caption queue ({how})"
+    if result.status == "RUNNING":
+        line = f"move task {result.task_handle} running: {result.moved} moved so far"
+    render.out.print(line)
+    if result.note:
+        render.err.print(f"note: {result.note}")
+    if result.failed:
+        render.err.print(f"[red]{result.failed} message(s) could not be sent and stay in the DLQ")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Operations")(with_deployment(status))
+    app.command("redrive", rich_help_panel="Operations")(with_deployment(redrive_))

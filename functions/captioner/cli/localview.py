@@ -1,0 +1,149 @@
+"""What ``captioner local up`` (and ``demo --keep-running``) print about a local stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from captioner.cli.errors import is_loopback
+from captioner.cli.render import STATUS_STYLES, out
+from captioner.events import parse_message_body
+from captioner.local.poller import BatchReport
+from captioner.local.stack import LocalStack
+from captioner.store import from_item
+
+
+def modelslab_warning(stack: LocalStack) -> str | None:
+    """ModelsLab downloads each image from a presigned URL; one on 127.0.0.1 is out of its
+    reach, so a real ModelsLab cannot caption what the local stack stores."""
+    api = os.environ.get("MODELSLAB_API_URL", "")  # the handler's, once the stack started
+    if stack.provider.name != "modelslab" or is_loopback(api):
+        return None
+    return (
+        f"ModelsLab ({urlparse(api).hostname}) fetches images from presigned URLs, and this "
+        f"stack's are on {stack.endpoint_url}, which it cannot reach: expect FAILED rows "
+        "('could not download'). Use --provider local for offline captions."
+    )
+
+
+def banner(stack: LocalStack) -> Panel:
+    fn = stack.function
+    assert fn is not None
+    event = fn.events[0]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("Endpoint", f"{stack.endpoint_url}  (moto: S3, SQS, DynamoDB, CloudFormation)")
+    grid.add_row("Template", str(stack.template_path))
+    grid.add_row(
+        "Stack name", f"{stack.stack_name}  (its outputs are registered, as after a deploy)"
+    )
+    grid.add_row("Bucket", f"{stack.bucket}  (versioned; ObjectCreated/ObjectRemoved → queue)")
+    grid.add_row("Table", f"{stack.table}  (indexes by-bucket-updated, by-status-updated)")
+    grid.add_row("Queue", stack.queue_url)
+    grid.add_row("Dead letters", f"{stack.dlq_url}  (after {stack.max_receive_count} receives)")
+    grid.add_row(
+        "Function",
+        f"{fn.handler} in this process: batches of {event.batch_size}, "
+        f"{event.max_concurrency} at a time, {fn.timeout_s} s timeout",
+    )
+    grid.add_row("Provider", f"{stack.provider.name} — {stack.provider.why}")
+    grid.add_row(
+        "Retries",
+        f"a failed message comes back after {stack.visibility_timeout} s "
+        "(in AWS: the queue's 360 s visibility timeout)",
+    )
+    grid.add_row("State", "in memory only: Ctrl-C stops the stack and discards everything")
+    return Panel(grid, title="Captioner local stack", title_align="left", border_style="green")
+
+
+def print_usage(stack: LocalStack) -> None:
+    """Exports and example commands, unwrapped so they can be copied."""
+    env = stack.cli_environment()
+    aws = " ".join(f"{k}={env[k]}" for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                             "AWS_SECRET_ACCESS_KEY", "AWS_REGION"))  # fmt: skip
+    names = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("CAPTION", "CAPTIONS")))
+    lines = [
+        "[bold]Point the captioner CLI, the AWS CLI or boto3 at it from another shell:[/]",
+        f"  export {aws}",
+        f"  export {names}",
+        f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{stack.bucket}/photos/",
+        f"  captioner list s3://{stack.bucket}/photos/",
+        "  captioner status",
+        f'  boto3.client("s3", endpoint_url="{stack.endpoint_url}", region_name="us-east-1", '
+        'aws_access_key_id="testing", aws_secret_access_key="testing")',
+    ]
+    for line in lines:
+        out.print(line if line.startswith("[bold]") else escape(line), soft_wrap=True)
+
+
+def activity_printer(stack: LocalStack) -> Callable[[BatchReport], None]:
+    """One line per message the function handled, with the row it left behind."""
+
+    def show(report: BatchReport) -> None:
+        clock = time.strftime("%H:%M:%S")
+        if report.error:
+            out.print(f"{clock} [red]invocation failed: {escape(report.error)}", soft_wrap=True)
+        for message in report.messages:
+            out.print(f"{clock} {_describe(stack, message)}", soft_wrap=True)
+
+    return show
+
+
+def _describe(stack: LocalStack, message: Any) -> str:
+    try:
+        events = parse_message_body(message.body)
+    except Exception:
+        events = None
+    if events is None:
+        what = "[red]malformed message[/]"
+    elif not events:
+        return "[dim]s3:TestEvent (ignored)[/]"
+    else:
+        what = ", ".join(escape(f"s3://{e.bucket}/{e.key}") for e in events)
+    if message.failed:
+        count, limit = message.receive_count, stack.max_receive_count
+        if count >= limit:
+            return f"{what} [red]failed on delivery {count} of {limit} → dead-letter queue[/]"
+        return (
+            f"{what} [yellow]failed (delivery {count} of {limit}); "
+            f"retry in {stack.visibility_timeout} s[/]"
+        )
+    return f"{what} → {_row_summary(stack, events or [])}"
+
+
+def _row_summary(stack: LocalStack, events: list[Any]) -> str:
+    if len(events) != 1:
+        return "done"
+    ev = events[0]
+    item = stack.client("dynamodb").get_item(
+        TableName=stack.table, Key={"bucket": {"S": ev.bucket}, "key": {"S": ev.key}}
+    )
+    if "Item" not in item:
+        return "done (no row)"
+    row = from_item(item["Item"])
+    status = str(row.get("status"))
+    text = row.get("caption") or row.get("reason") or ""
+    return f"[{STATUS_STYLES.get(status, '')}]{status}[/] {escape(str(text))}"
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM (a service manager stopping us)."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
