@@ -109,11 +109,10 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
             }
         )
         return
-    table = Table(
-        title=f"Backfill of s3://{plan.bucket}/{plan.prefix}"
-        + (" (dry run)" if plan.dry_run else ""),
-        title_justify="left",
+    render.heading(
+        f"Backfill of s3://{plan.bucket}/{plan.prefix}" + (" (dry run)" if plan.dry_run else "")
     )
+    table = Table()
     table.add_column("")
     table.add_column("Objects", justify="right")
     table.add_row("listed", str(stats.listed))

@@ -63,7 +63,8 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
         + ("  → inspect, fix, then `captioner redrive`" if dlq["visible"] else ""),
     )
     render.out.print(grid)
-    table = Table(title="Rows per status", title_justify="left")
+    render.heading("Rows per status")
+    table = Table()
     table.add_column("Status")
     table.add_column("Rows", justify="right")
     for name, count in counts.items():
@@ -71,7 +72,8 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
     table.add_row("[bold]total", f"[bold]{sum(counts.values())}")
     render.out.print(table)
     if report["last_errors"]:
-        errors = Table(title="Newest failures", title_justify="left")
+        render.heading("Newest failures")
+        errors = Table()
         errors.add_column("Updated (UTC)", no_wrap=True, style="dim")
         errors.add_column("Object", overflow="fold")
         errors.add_column("Reason / last error", overflow="fold")

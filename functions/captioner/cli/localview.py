@@ -125,11 +125,13 @@ def _row_summary(stack: LocalStack, events: list[Any]) -> str:
     if len(events) != 1:
         return "done"
     ev = events[0]
+    if ev.is_folder_marker:
+        return "[dim]folder marker (ignored)[/]"
     item = stack.client("dynamodb").get_item(
         TableName=stack.table, Key={"bucket": {"S": ev.bucket}, "key": {"S": ev.key}}
     )
     if "Item" not in item:
-        return "done (no row)"
+        return "[dim]nothing to record (ignored)[/]"
     row = from_item(item["Item"])
     status = str(row.get("status"))
     text = row.get("caption") or row.get("reason") or ""
@@ -137,13 +139,16 @@ def _row_summary(stack: LocalStack, events: list[Any]) -> str:
 
 
 def wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM (a service manager stopping us)."""
+    """Block until Ctrl-C or SIGTERM (a service manager stopping us). SIGINT gets its own
+    handler: a shell starts background jobs with it ignored, and then Python never raises
+    KeyboardInterrupt."""
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -41,14 +41,20 @@ def summary_of(row: dict[str, Any]) -> str:
     return str(row.get("caption") or row.get("reason") or row.get("last_error") or "")
 
 
-def rows_table(rows: Iterable[dict[str, Any]], *, title: str | None = None) -> Table:
+def heading(text: str) -> None:
+    """A line above a table (a table's own title wraps to the table's width)."""
+    out.print(f"[bold]{text}[/]", soft_wrap=True)
+
+
+def rows_table(rows: Iterable[dict[str, Any]]) -> Table:
+    """Rows as a table; when they share one bucket, keys only (the bucket goes above)."""
     rows = list(rows)
     buckets = {row.get("bucket") for row in rows}
     one_bucket = buckets.pop() if len(buckets) == 1 else None
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(expand=False)
     table.add_column("Updated (UTC)", no_wrap=True, style="dim")
     table.add_column("Status", no_wrap=True)
-    table.add_column(f"Key in s3://{one_bucket}/" if one_bucket else "Object", overflow="fold")
+    table.add_column("Key" if one_bucket else "Object", overflow="fold")
     table.add_column("Caption / reason", overflow="fold")
     for row in rows:
         where = row.get("key") if one_bucket else f"s3://{row.get('bucket')}/{row.get('key')}"
@@ -61,13 +67,16 @@ def rows_table(rows: Iterable[dict[str, Any]], *, title: str | None = None) -> T
     return table
 
 
-def print_rows(rows: list[dict[str, Any]], fmt: str, *, title: str | None = None) -> None:
+def print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
     if fmt == "json":
         print_json(rows)
     elif fmt == "csv":
         print_csv(rows)
     elif rows:
-        out.print(rows_table(rows, title=title))
+        buckets = {row.get("bucket") for row in rows}
+        if len(buckets) == 1:
+            heading(f"{len(rows)} row(s) in s3://{buckets.pop()}/, newest first")
+        out.print(rows_table(rows))
     else:
         err.print("no rows")
 

@@ -239,6 +239,7 @@ class LocalStack:
         self.stop()
 
     def start(self) -> LocalStack:
+        _check_port_free(HOST, self.port)
         with LocalStack._guard:
             if LocalStack._running is not None:
                 raise LocalStackError(
@@ -318,7 +319,6 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        _check_port_free(HOST, self.port)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
         self._server.start()
