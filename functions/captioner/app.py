@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -21,7 +22,7 @@ from botocore.config import Config as BotoConfig
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
 from captioner.objects import ObjectStore
-from captioner.observability import PowertoolsTelemetry, logger, metrics
+from captioner.observability import PowertoolsTelemetry, add_metric, logger
 from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
 from captioner.providers import make_provider
 from captioner.providers.base import CaptionProvider
@@ -30,6 +31,8 @@ from captioner.store import CaptionStore
 # Stop starting provider work this long before the Lambda deadline, so results are written
 # and the batch response is returned before the runtime is frozen.
 SAFETY_MARGIN_S = 8.0
+MIN_RECORD_SECONDS = 3.0  # a record that starts with less than this is retried later
+NO_LAST_ATTEMPT = 1_000_000
 
 
 class ConcurrentBatchProcessor(BatchProcessor):
@@ -114,7 +117,8 @@ class App:
         """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).
         Failures raise, so Lambda's own async retries and on-failure destination apply."""
         events = parse_payload(event)
-        attempt = Attempt(deadline=_deadline(context), max_receive_count=1)
+        # Lambda retries failed async invocations itself; no attempt here knows it is the last.
+        attempt = Attempt(deadline=_deadline(context), max_receive_count=NO_LAST_ATTEMPT)
         outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 
@@ -132,7 +136,7 @@ class App:
                 "malformed message: it fails and will reach the dead-letter queue",
                 extra={"message_id": record.message_id, "body": record.body[:512]},
             )
-            metrics.add_metric(name="MalformedMessages", unit="Count", value=1)
+            add_metric("MalformedMessages", MetricUnit.Count)
             raise
         if not events:
             logger.info("s3:TestEvent ignored", extra={"message_id": record.message_id})
@@ -147,9 +151,15 @@ class App:
         keys = {"bucket": ev.bucket, "key": ev.key, "version_id": ev.version_id, **ids}
         logger.thread_safe_append_keys(**keys)
         try:
+            if attempt.deadline - time.monotonic() < MIN_RECORD_SECONDS:
+                # Claiming and paying with seconds left would only be cut off by the timeout.
+                raise RetryLater("too little time left in this invocation")
             outcome = self.pipeline.process(ev, attempt)
+            logger.info(
+                "processed", extra={"status": outcome.status, "detail": outcome.detail[:300]}
+            )
         except RetryLater as exc:
-            metrics.add_metric(name="RetryLater", unit="Count", value=1)
+            add_metric("RetryLater", MetricUnit.Count)
             logger.warning(
                 "retry later", extra={"error": str(exc), "receive_count": attempt.receive_count}
             )
@@ -159,7 +169,6 @@ class App:
             raise
         finally:
             logger.thread_safe_remove_keys(list(keys))
-        logger.info("processed", extra={"status": outcome.status, "detail": outcome.detail[:300]})
         return outcome
 
 

@@ -19,7 +19,9 @@ class ImageRejected(CaptionerError):
 
 
 class ProviderError(CaptionerError):
-    """Base class for provider failures."""
+    """Base class for provider failures. ``http_status`` is the HTTP status when there was one."""
+
+    http_status: int | None = None
 
 
 class ProviderImageError(ProviderError):
@@ -32,9 +34,12 @@ class ProviderTransientError(ProviderError):
     ``retry_after`` is the provider's own hint in seconds, when it gave one.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.http_status = http_status
 
 
 class ProviderConfigError(ProviderError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -14,6 +15,16 @@ tracer = Tracer(service=SERVICE)
 metrics = Metrics(
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Captioner"), service=SERVICE
 )
+
+_metrics_lock = threading.Lock()
+
+
+def add_metric(name: str, unit: MetricUnit, value: float = 1) -> None:
+    """``metrics.add_metric`` under a lock: records run on a thread pool, and Powertools'
+    metric set is a plain dict updated read-modify-write."""
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
 
 # Outcomes that are worth a metric of their own (names are the dashboard's contract).
 _OUTCOME_METRICS = {
@@ -34,13 +45,13 @@ class PowertoolsTelemetry:
     def outcome(self, status: str) -> None:
         name = _OUTCOME_METRICS.get(status)
         if name:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+            add_metric(name, MetricUnit.Count)
 
     def provider_latency(self, provider: str, ms: float) -> None:
-        metrics.add_metric(name="ProviderLatency", unit=MetricUnit.Milliseconds, value=ms)
+        add_metric("ProviderLatency", MetricUnit.Milliseconds, ms)
 
     def retry(self, error: Exception, wait: float) -> None:
-        metrics.add_metric(name="ProviderRetries", unit=MetricUnit.Count, value=1)
+        add_metric("ProviderRetries", MetricUnit.Count)
         logger.warning(
             "provider call failed; retrying", extra={"error": str(error), "wait_s": round(wait, 2)}
         )

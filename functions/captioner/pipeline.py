@@ -8,6 +8,7 @@ fault, not the image).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from captioner.tags import TagPlan, TagStatus, is_opted_out, plan_caption_tag
 RESULT_FIELDS = (
     "caption", "reason", "last_error", "provider", "provider_job_id", "model", "labels",
     "length", "format", "width", "height", "tag_status", "tag_value", "provider_latency_ms",
-    "deleted_at",
+    "deleted_at", "provider_job_rev",
 )  # fmt: skip
 
 
@@ -64,7 +65,7 @@ class Outcome:
     row: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
     """One object version being captioned, and what an earlier attempt left for it."""
 
@@ -72,7 +73,7 @@ class _Job:
     attempt: Attempt
     provider: CaptionProvider
     base: dict[str, Any]  # row fields every outcome writes
-    job_id: str | None  # the provider's queued job from an earlier attempt: poll it
+    job_id: str | None  # the provider's queued job (from an earlier attempt): poll it
     our_tag: str | None  # the caption tag value we wrote earlier: ours to replace
 
 
@@ -125,6 +126,8 @@ class Pipeline:
             ref = self._resolve(event)
         except ObjectMissing:
             return Outcome("IGNORED", "the object no longer exists")
+        if ref is None:
+            return Outcome("STALE", "the event names a version that is no longer current")
         return self._created(ref, attempt, self._choose_provider(event.provider))
 
     def _choose_provider(self, name: str | None) -> CaptionProvider:
@@ -158,11 +161,21 @@ class Pipeline:
 
     # -- creation ----------------------------------------------------------------------------
 
-    def _resolve(self, event: ObjectEvent) -> ObjectRef:
-        """The version to caption. Events from real S3 name it; moto's and backfill's may not,
-        and then a HEAD tells the current version, ETag and size."""
+    def _resolve(self, event: ObjectEvent) -> ObjectRef | None:
+        """The version to caption, or None when the event names a version that is no longer
+        the current one.
+
+        Events from real S3 carry a sequencer, which orders them: they are taken as they are.
+        Without one (moto, backfill) nothing orders a late message against a newer upload, so
+        a HEAD of the current object decides: only the current version is captioned.
+        """
         version, etag, size = event.version_id, event.etag, event.size
-        if size is None or etag is None or (version is None and event.sequencer is None):
+        if event.sequencer is None:
+            head = self.objects.head(event.bucket, event.key, None)
+            if version is not None and head.version_id != version:
+                return None
+            version, etag, size = head.version_id, head.etag, head.size
+        elif size is None or etag is None:
             head = self.objects.head(event.bucket, event.key, version)
             version, etag, size = head.version_id, head.etag, head.size
         return ObjectRef(event.bucket, event.key, version, etag, size, event.sequencer)
@@ -189,7 +202,10 @@ class Pipeline:
                 "etag": ref.etag,
                 "size": ref.size,
             },
-            job_id=previous.get("provider_job_id"),
+            # a job id is only reused for the revision it was queued for
+            job_id=previous.get("provider_job_id")
+            if previous.get("provider_job_rev") == ref.revision
+            else None,
             our_tag=previous.get("tag_value"),
         )
         try:
@@ -198,6 +214,13 @@ class Pipeline:
             return self._finish(
                 ref, job.base, Status.DELETED, reason="object deleted while captioning"
             )
+        except RetryLater:
+            raise
+        except Exception as exc:
+            # An AWS error, a bug: the message comes back; the row must not keep claiming
+            # PENDING with no reason (and says FAILED on the last delivery).
+            self._record_retry(ref, job.base, exc, attempt, provider.name, job.job_id)
+            raise
 
     def _caption(self, job: _Job) -> Outcome:
         ref, base = job.ref, job.base
@@ -218,14 +241,15 @@ class Pipeline:
                 provider=job.provider.name,
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
-            self._record_retry(ref, base, exc, job.attempt, job.provider.name)
+            self._record_retry(ref, base, exc, job.attempt, job.provider.name, job.job_id)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
-        tag_status, tag_error, tag_written = self._tag(job, tags, caption.text)
+        tag_status, tag_error, tag_written = self._tag(job, caption.text)
         return self._finish(
             ref, base, Status.CAPTIONED,
             caption=caption.text, provider=caption.provider, length=caption.length,
             model=caption.model, provider_job_id=caption.job_id,
+            provider_job_rev=ref.revision if caption.job_id else None,
             labels=[{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
             or None,
             provider_latency_ms=round(caption.latency_ms, 1),
@@ -248,7 +272,7 @@ class Pipeline:
         def once(job_id: str | None) -> Caption:
             return provider.caption(
                 image, self.config.length, deadline=deadline, job_id=job_id,
-                on_job=lambda new_job: self.store.record_job(ref, new_job, provider.name),
+                on_job=lambda new_job: self._remember_job(job, new_job),
             )  # fmt: skip
 
         return call_with_retries(
@@ -256,15 +280,22 @@ class Pipeline:
             on_retry=self.telemetry.retry, sleep=self._sleep,
         )  # fmt: skip
 
-    def _tag(
-        self, job: _Job, tags: list[tuple[str, str]], text: str
-    ) -> tuple[str, str | None, str | None]:
-        """(tag_status, error, the value now on the object that is ours or None)."""
+    def _remember_job(self, job: _Job, job_id: str) -> None:
+        job.job_id = job_id
+        self.store.record_job(job.ref, job_id, job.provider.name)
+
+    def _tag(self, job: _Job, text: str) -> tuple[str, str | None, str | None]:
+        """(tag_status, error, the value now on the object that is ours or None).
+
+        The tags are read again here, not reused from before the provider call: PutObjectTagging
+        replaces the whole set, and tags the uploader added meanwhile must survive.
+        """
+        ref = job.ref
+        tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
         plan: TagPlan = plan_caption_tag(tags, self.config.tag_key, text, ours=job.our_tag)
         ours = plan.value if plan.status is TagStatus.WRITTEN else None
         if plan.tags is None:
             return plan.status.value, None, ours
-        ref = job.ref
         try:
             self.objects.put_tags(ref.bucket, ref.key, ref.version_id, plan.tags)
         except ObjectMissing:
@@ -278,11 +309,15 @@ class Pipeline:
         self,
         ref: ObjectRef,
         fields: dict[str, Any],
-        exc: ProviderError,
+        exc: Exception,
         attempt: Attempt,
         provider_name: str,
+        job_id: str | None,
     ) -> None:
-        """Say on the row why the message is coming back, and FAILED when it will not."""
+        """Say on the row why the message is coming back, and FAILED when it will not.
+
+        Best effort: when the store itself is what failed, the original error matters more.
+        """
         if attempt.is_last:
             status = Status.FAILED
             reason = f"gave up after {attempt.receive_count} deliveries; message dead-lettered"
@@ -290,13 +325,14 @@ class Pipeline:
             status, reason = Status.PENDING, "will retry"
         if isinstance(exc, ProviderConfigError):
             reason = f"provider configuration: {exc}; {reason} (redrive after fixing it)"
-        self.store.finish(
-            ref,
-            fields | {"status": status.value, "reason": reason, "last_error": str(exc)[:1000],
-                      "provider": provider_name, "lease_until": None},
-            remove=[f for f in RESULT_FIELDS if f not in fields
-                    and f not in ("provider_job_id", "reason", "last_error", "provider")],
-        )  # fmt: skip
+        error = str(exc) if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
+        row = fields | {
+            "status": status.value, "reason": reason, "last_error": error[:1000],
+            "provider": provider_name, "lease_until": None,
+            "provider_job_id": job_id, "provider_job_rev": ref.revision if job_id else None,
+        }  # fmt: skip
+        with contextlib.suppress(Exception):  # the caller re-raises the original error
+            self.store.finish(ref, row, remove=[f for f in RESULT_FIELDS if f not in row])
 
     def _finish(
         self, ref: ObjectRef, base: dict[str, Any], status: Status, **fields: Any

@@ -79,7 +79,7 @@ def sequencer_order(sequencer: str | None) -> str | None:
     if not sequencer:
         return None
     s = sequencer.strip().upper()
-    return s.rjust(max(32, len(s)), "0")
+    return s.rjust(64, "0")
 
 
 class CaptionStore:
@@ -167,9 +167,9 @@ class CaptionStore:
 
     def record_job(self, ref: ObjectRef, job_id: str, provider: str) -> None:
         """Remember a queued provider job so a retry polls it instead of paying again."""
-        self._update_own(
-            ref, {"provider_job_id": job_id, "provider": provider, "updated_at": self.now()}, []
-        )
+        fields = {"provider_job_id": job_id, "provider_job_rev": ref.revision, "provider": provider,
+                  "updated_at": self.now()}  # fmt: skip
+        self._update_own(ref, fields, [])
 
     def finish(self, ref: ObjectRef, fields: Mapping[str, Any], remove: list[str]) -> bool:
         """Write the outcome for this version. False when a newer version took the row."""

@@ -241,3 +241,119 @@ def test_local_files_are_uploaded_with_base64_to_url_first():
     assert h.seen[0][1] == f"{BASE}/base64_to_url"
     assert h.seen[0][2]["base64_string"].startswith("data:image/png;base64,")
     assert h.seen[1][2]["init_image"] == "https://tmp.test/u.png"
+
+
+# -- found in review -------------------------------------------------------------------------
+
+
+def test_a_blip_while_polling_keeps_the_job_so_the_retry_polls_instead_of_paying():
+    h = replies({"status": "processing", "id": 55, "eta": 0}, httpx.Response(503, text="down"))
+    p, _ = provider(h)
+    with pytest.raises(ProviderPending) as exc:
+        p.caption(IMAGE, "normal", deadline=100)
+    assert exc.value.job_id == "55"
+
+
+@pytest.mark.parametrize(
+    "dead",
+    [
+        {"status": "failed", "message": "Failed, Try Again"},
+        {"status": "error", "message": "Job not found"},
+        httpx.Response(404, json={"message": "not found"}),
+    ],
+)
+def test_a_dead_job_is_paid_again_rather_than_polled_forever(dead):
+    h = replies(dead, {"status": "success", "output": ["Fresh."]})
+    p, _ = provider(h)
+    assert p.caption(IMAGE, "normal", deadline=100, job_id="7").text == "Fresh."
+    assert h.seen[1][1] == f"{BASE}/image_editing/caption"
+
+
+def test_a_rate_limited_poll_keeps_the_job():
+    p, _ = provider(replies(httpx.Response(429, json={"retry_after": 3})))
+    with pytest.raises(ProviderPending) as exc:
+        p.caption(IMAGE, "normal", deadline=100, job_id="7")
+    assert exc.value.job_id == "7" and exc.value.retry_after == 3
+
+
+def test_fetch_result_on_another_host_never_receives_the_key():
+    h = replies(
+        {"status": "processing", "id": 4, "eta": 0, "fetch_result": "https://evil.test/steal"},
+        {"status": "success", "id": 4, "output": ["Ok."]},
+    )
+    p, _ = provider(h)
+    p.caption(IMAGE, "normal", deadline=100)
+    assert h.seen[1][1] == f"{BASE}/image_editing/fetch/4"
+
+
+def test_plain_http_caption_links_are_not_followed():
+    p, _ = provider(replies({"status": "success", "output": ["http://cdn.test/out.txt"]}))
+    with pytest.raises(ProviderTransientError, match="non-https"):
+        p.caption(IMAGE, "normal", deadline=100)
+
+
+def test_redaction_happens_before_truncation_and_scrubs_presigned_queries():
+    message = (
+        "x" * 495
+        + KEY
+        + " see https://bucket.s3.amazonaws.com/a.png?X-Amz-Security-Token=SECRET&sig=1"
+    )
+    p, _ = provider(replies({"status": "error", "message": message}))
+    with pytest.raises(ProviderTransientError) as exc:
+        p.caption(IMAGE, "normal", deadline=100)
+    text = str(exc.value)
+    assert KEY[:6] not in text and "SECRET" not in text
+
+
+def test_the_key_never_leaks_url_escaped():
+    key = "sk/with+specials"
+    p, _ = provider(
+        replies({"status": "error", "message": "key=sk%2Fwith%2Bspecials is invalid"}), api_key=key
+    )
+    with pytest.raises(ProviderConfigError) as exc:
+        p.caption(IMAGE, "normal", deadline=100)
+    assert "sk%2F" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("Image generation failed, please contact support", ProviderTransientError),
+        ("init_image field is required", ProviderTransientError),
+        ("Could not process image. No credits were deducted", ProviderImageError),
+        ("Failed to download image: 403 Forbidden", ProviderImageError),
+        ("Image format not allowed", ProviderTransientError),
+        ("No credits left on your account", ProviderConfigError),
+        ("Invalid image url", ProviderImageError),
+    ],
+)
+def test_classification_reads_phrases_not_single_words(message, error):
+    p, _ = provider(replies({"status": "error", "message": message}))
+    with pytest.raises(error) as exc:
+        p.caption(IMAGE, "normal", deadline=100)
+    assert type(exc.value) is error
+
+
+def test_huge_captions_are_clipped():
+    p, _ = provider(replies({"status": "success", "output": ["word " * 10_000]}))
+    assert len(p.caption(IMAGE, "normal", deadline=100).text) <= 16_000
+
+
+def test_no_request_starts_without_time_for_it():
+    h = replies()
+    p, _ = provider(h)
+    with pytest.raises(ProviderTransientError, match="not enough time"):
+        p.caption(IMAGE, "normal", deadline=1.0)
+    assert h.seen == []
+
+
+def test_each_request_is_bounded_by_the_deadline():
+    timeouts = []
+
+    def record(request):
+        timeouts.append(request.extensions["timeout"]["read"])
+        return httpx.Response(200, json={"status": "success", "output": ["ok"]})
+
+    p, _ = provider(replies(record))
+    p.caption(IMAGE, "normal", deadline=7.5)
+    assert timeouts == [7.5]

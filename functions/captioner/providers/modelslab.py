@@ -17,11 +17,13 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from captioner.errors import (
     ProviderConfigError,
+    ProviderError,
     ProviderImageError,
     ProviderPending,
     ProviderTransientError,
@@ -31,15 +33,29 @@ from captioner.providers.base import Caption, ImageSource, Length
 NAME = "modelslab"
 _TEXT_OUTPUT_LIMIT = 64 * 1024
 _UPLOAD_LIMIT = 5 * 1024 * 1024  # ModelsLab's base64_to_url cap
-_CONFIG_WORDS = ("api key", "apikey", "invalid key", "unauthori", "credit", "balance",
-                 "subscription", "forbidden", "not allowed", "upgrade your plan")  # fmt: skip
+MIN_REQUEST_BUDGET = 2.0  # seconds; below this a request is not started
+MAX_CAPTION_CHARS = 16_000  # a caption is text for people; keeps the row far below 400 KB
+# Configuration faults: the account, not the image. Specific phrases only, so that e.g.
+# "could not process image, no credits were deducted" is not read as "no credit".
+_CONFIG_FAULT = re.compile(
+    r"invalid api ?key|api ?key (is )?(invalid|missing|required|expired|wrong)|unauthori[sz]ed"
+    r"|insufficient (credit|balance|fund)|no credits? (left|remaining|available)"
+    r"|(out of|not enough|exhausted|zero) credits?|credits? (exhausted|expired)"
+    r"|(credit )?balance is (empty|zero|insufficient|too low)|low balance"
+    r"|subscription (expired|inactive|required)|upgrade your plan|account (suspended|disabled|blocked)"
+)
 _KEY_FAULT = re.compile(
     r"\bkey\b.*\b(invalid|wrong|expired|revoked)\b|\b(invalid|wrong|expired)\b.*\bkey\b"
 )
 _TRANSIENT_WORDS = ("rate limit", "too many", "busy", "try again", "timeout", "timed out",
                     "overload", "server error", "queue", "unavailable", "maintenance")  # fmt: skip
-_IMAGE_WORDS = ("image", "invalid url", "download", "decode", "corrupt", "unsupported",
-                "cannot identify", "invalid file", "not a valid", "unreadable")  # fmt: skip
+# The image itself is at fault: the provider could not get or read it.
+_IMAGE_FAULT = re.compile(
+    r"(could ?n[o']t|cannot|can't|unable to|failed to) (download|fetch|load|open|read|decode|process|identify)"
+    r"( the)? (init_)?image|invalid (init_)?image|image (is )?(corrupt|invalid|unreadable|too small|too large)"
+    r"|unsupported (image|file)|not a valid image|cannot identify image|invalid image url|corrupt"
+)
+_URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 
 
 class ModelsLabProvider:
@@ -63,6 +79,7 @@ class ModelsLabProvider:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             headers={"Accept": "application/json"},
         )
+        self._timeout = timeout
         self._sleep = sleep
         self._clock = clock
         self.poll_initial = 1.0  # seconds before the first poll of a queued job (or its eta)
@@ -79,27 +96,55 @@ class ModelsLabProvider:
     ) -> Caption:
         key = self._key()
         started = self._clock()
-        if job_id:
-            reply = self._post(f"{self._base}/image_editing/fetch/{job_id}", {"key": key}, key)
-            if _status(reply) in ("error", "failed") and not _is_transient(_message(reply)):
-                reply = None  # the old job is gone; pay for a fresh one
-        else:
-            reply = None
+        self._check_budget(deadline)
+        reply = self._poll_existing(job_id, key, deadline) if job_id else None
         if reply is None:
-            url = image.url or self._upload(image, key)
+            url = image.url or self._upload(image, key, deadline)
             body = {"key": key, "init_image": url, "length": length, "base64": False}
-            reply = self._post(f"{self._base}/image_editing/caption", body, key)
-        text, job = self._settle(reply, key, deadline, on_job)
+            reply = self._post(f"{self._base}/image_editing/caption", body, key, deadline)
+        text, job = self._settle(reply, key, deadline, on_job, job_id)
         latency = (self._clock() - started) * 1000
         return Caption(text=text, provider=NAME, length=length, job_id=job, latency_ms=latency)
+
+    def _poll_existing(self, job_id: str, key: str, deadline: float) -> dict[str, Any] | None:
+        """The reply for a job queued earlier, or None when it is gone and must be paid again.
+
+        A fetch that answers error/failed (ModelsLab's "Failed, Try Again" for a failed job) or
+        HTTP 4xx means the job is dead; only rate limiting and outages keep it worth polling.
+        """
+        url = f"{self._base}/image_editing/fetch/{job_id}"
+        try:
+            reply = self._post(url, {"key": key}, key, deadline)
+        except ProviderConfigError:
+            raise
+        except ProviderTransientError as exc:
+            if getattr(exc, "http_status", None) in (400, 404, 410):
+                return None
+            raise ProviderPending(str(exc), job_id=job_id, retry_after=exc.retry_after) from None
+        except ProviderImageError:
+            return None
+        if _status(reply) in ("error", "failed") and not _is_rate_limit(_message(reply)):
+            return None
+        return reply
+
+    def _check_budget(self, deadline: float) -> None:
+        if deadline - self._clock() < MIN_REQUEST_BUDGET:
+            raise ProviderTransientError("not enough time left to call ModelsLab")
 
     # -- the request/response cycle -------------------------------------------------------
 
     def _settle(
-        self, reply: dict[str, Any], key: str, deadline: float, on_job: Callable[[str], None] | None
+        self,
+        reply: dict[str, Any],
+        key: str,
+        deadline: float,
+        on_job: Callable[[str], None] | None,
+        job: str | None,
     ) -> tuple[str, str | None]:
-        """Follow a reply to a caption: poll ``processing`` jobs with backoff until done."""
-        job: str | None = None
+        """Follow a reply to a caption: poll ``processing`` jobs with backoff until done.
+
+        Once a job is queued, every failure while polling is a ``ProviderPending`` carrying
+        its id, so the next attempt polls (free) instead of paying again."""
         delay = self.poll_initial
         while True:
             status = _status(reply)
@@ -116,20 +161,34 @@ class ModelsLabProvider:
                 raise ProviderTransientError("ModelsLab queued the job without an id to poll")
             eta = _number(reply.get("eta"))
             wait = min(max(delay, eta or 0.0), 3 * self.poll_max) * (0.8 + 0.4 * random.random())  # noqa: S311
-            if self._clock() + wait >= deadline:
+            if self._clock() + wait + MIN_REQUEST_BUDGET >= deadline:
                 raise ProviderPending(
                     f"ModelsLab job {job} still processing", job_id=job, retry_after=eta
                 )
             self._sleep(wait)
             delay = min(delay * 2, self.poll_max)
-            fetch_url = reply.get("fetch_result")
-            if not (isinstance(fetch_url, str) and fetch_url.startswith(("http://", "https://"))):
-                fetch_url = f"{self._base}/image_editing/fetch/{job}"
-            reply = self._post(fetch_url, {"key": key}, key)
+            try:
+                reply = self._post(self._fetch_url(reply, job), {"key": key}, key, deadline)
+            except ProviderTransientError as exc:
+                raise ProviderPending(str(exc), job_id=job, retry_after=exc.retry_after) from None
 
-    def _post(self, url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    def _fetch_url(self, reply: dict[str, Any], job: str) -> str:
+        """The reply's ``fetch_result`` only when it is on the configured API host: the key is
+        posted to it, and a reply must not be able to send the key elsewhere."""
+        url = reply.get("fetch_result")
+        if isinstance(url, str) and _same_origin(url, self._base):
+            return url
+        return f"{self._base}/image_editing/fetch/{job}"
+
+    def _post(self, url: str, body: dict[str, Any], key: str, deadline: float) -> dict[str, Any]:
+        self._check_budget(deadline)
+        # Never wait past the record's deadline: a request still open when Lambda times out
+        # would fail the whole batch, not just this record.
+        budget = min(self._timeout, deadline - self._clock())
         try:
-            resp = self._client.post(url, json=body)
+            resp = self._client.post(
+                url, json=body, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
+            )
         except httpx.TimeoutException:
             raise ProviderTransientError("ModelsLab timed out") from None
         except httpx.TransportError as exc:
@@ -147,9 +206,11 @@ class ModelsLabProvider:
             detail = _redact(_message(payload), key) if payload else ""
             raise ProviderConfigError(f"ModelsLab: {what} (HTTP {code}) {detail}".strip())
         if code >= 500:
-            raise ProviderTransientError(f"ModelsLab server error (HTTP {code})")
+            raise ProviderTransientError(f"ModelsLab server error (HTTP {code})", http_status=code)
         if payload is None:
-            raise ProviderTransientError(f"ModelsLab sent malformed JSON (HTTP {code})")
+            raise ProviderTransientError(
+                f"ModelsLab sent malformed JSON (HTTP {code})", http_status=code
+            )
         if code >= 400:
             raise _error_for(payload, key, http=code)
         return payload
@@ -161,10 +222,13 @@ class ModelsLabProvider:
             first = self._fetch_text(first)
         if not isinstance(first, str) or not first.strip():
             raise ProviderTransientError("ModelsLab reported success with an empty output")
-        return " ".join(first.split())
+        return _clip(" ".join(first.split()), MAX_CAPTION_CHARS)
 
     def _fetch_text(self, url: str) -> str:
-        """Some ModelsLab endpoints answer with a link to the result instead of the text."""
+        """Some ModelsLab endpoints answer with a link to the result instead of the text.
+        Only https links (or links on the configured API host) are followed."""
+        if not (url.startswith("https://") or _same_origin(url, self._base)):
+            raise ProviderTransientError("ModelsLab answered with a non-https caption link")
         try:
             with self._client.stream("GET", url) as resp:
                 if resp.status_code != 200:
@@ -188,7 +252,7 @@ class ModelsLabProvider:
             pass
         return text
 
-    def _upload(self, image: ImageSource, key: str) -> str:
+    def _upload(self, image: ImageSource, key: str, deadline: float) -> str:
         """A URL for a local file (the CLI's ``caption``): ModelsLab's base64_to_url helper."""
         data = _shrink_for_upload(image.read(), image.info.format)
         mime = "image/png" if image.info.format == "PNG" else "image/jpeg"
@@ -197,6 +261,7 @@ class ModelsLabProvider:
             f"{self._base}/base64_to_url",
             {"key": key, "base64_string": f"data:{mime};base64,{b64}"},
             key,
+            deadline,
         )
         output = reply.get("output")
         url = output[0] if isinstance(output, list) and output else output
@@ -230,12 +295,17 @@ def _status(reply: dict[str, Any]) -> str:
 
 
 def _message(reply: dict[str, Any] | None) -> str:
+    """The reply's message, wherever this endpoint put it (``messege`` is a real spelling),
+    untruncated: redact before cutting, or a key across the cut would leak a prefix."""
     if not reply:
         return ""
-    msg = reply.get("message", reply.get("messege", reply.get("error", "")))
-    if isinstance(msg, dict | list):
-        msg = json.dumps(msg, ensure_ascii=False)
-    return str(msg)[:500]
+    for field in ("message", "messege", "error"):
+        msg = reply.get(field)
+        if msg not in (None, "", [], {}):
+            if isinstance(msg, dict | list):
+                return json.dumps(msg, ensure_ascii=False)
+            return str(msg)
+    return ""
 
 
 def _job_id(reply: dict[str, Any]) -> str | None:
@@ -259,27 +329,53 @@ def _is_transient(message: str) -> bool:
     return any(w in low for w in _TRANSIENT_WORDS)
 
 
+def _is_rate_limit(message: str) -> bool:
+    low = message.lower()
+    return "rate limit" in low or "too many" in low
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(" ")] if " " in cut[limit // 2 :] else cut
+
+
 def _error_for(reply: dict[str, Any], key: str, http: int | None = None) -> Exception:
     """Classify an error reply: configuration, transient, or the image's own fault.
 
     A message that does not clearly blame the image is treated as transient, so the worst
     case of an unknown message is a retry and a dead letter, never a wrongly REJECTED image.
     """
-    message = _redact(_message(reply), key) or f"status {_status(reply) or 'missing'}"
+    raw = _message(reply)
+    low = raw.lower()
+    message = _clip(_redact(raw, key), 500) or f"status {_status(reply) or 'missing'}"
     where = f" (HTTP {http})" if http else ""
-    low = message.lower()
-    if any(w in low for w in _CONFIG_WORDS) or _KEY_FAULT.search(low):
-        return ProviderConfigError(f"ModelsLab: {message}{where}")
-    if _is_transient(message):
+    if _CONFIG_FAULT.search(low) or _KEY_FAULT.search(low):
+        exc: ProviderError = ProviderConfigError(f"ModelsLab: {message}{where}")
+    elif _is_transient(raw):
         retry = _number(reply.get("retry_after"))
-        return ProviderTransientError(f"ModelsLab: {message}{where}", retry_after=retry)
-    if any(w in low for w in _IMAGE_WORDS):
-        return ProviderImageError(f"ModelsLab cannot caption this image: {message}{where}")
-    return ProviderTransientError(f"ModelsLab: {message}{where}")
+        exc = ProviderTransientError(f"ModelsLab: {message}{where}", retry_after=retry)
+    elif _IMAGE_FAULT.search(low):
+        exc = ProviderImageError(f"ModelsLab cannot caption this image: {message}{where}")
+    else:
+        exc = ProviderTransientError(f"ModelsLab: {message}{where}")
+    exc.http_status = http
+    return exc
 
 
 def _redact(text: str, key: str) -> str:
-    return text.replace(key, "***") if key else text
+    """Remove the key (also JSON- or URL-escaped) and URL query strings: a provider message
+    may echo the presigned URL, whose query holds a temporary credential."""
+    if key:
+        for form in {key, json.dumps(key)[1:-1], quote(key, safe="")}:
+            text = text.replace(form, "***")
+    return _URL_QUERY.sub(r"\1?…", text)
 
 
 def _shrink_for_upload(data: bytes, fmt: str) -> bytes:
