@@ -1,0 +1,88 @@
+"""`captioner caption PATH...`: local files, either provider, JSON Lines for scripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from skimage import data
+from typer.testing import CliRunner
+
+from captioner.cli.app import app
+from tests import images
+from tests.conftest import API_KEY
+
+
+@pytest.fixture
+def folder(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
+    Image.fromarray(data.chelsea()).save(tmp_path / "chelsea.jpg", quality=90)
+    return tmp_path
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    monkeypatch.delenv("MODELSLAB_API_KEY", raising=False)
+    monkeypatch.delenv("MODELSLAB_API_KEY_SECRET", raising=False)
+    return CliRunner()
+
+
+def test_json_lines_with_the_local_provider_by_default(runner, folder):
+    result = runner.invoke(app, ["caption", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["chelsea.jpg", "coffee.png"]
+    assert all(r["status"] == "CAPTIONED" and r["provider"] == "local" for r in rows)
+    coffee = rows[1]
+    assert "espresso" in coffee["caption"].lower() and coffee["labels"][0]["label"] == "espresso"
+    assert "cat" in rows[0]["caption"].lower()
+
+
+def test_a_rejected_file_makes_the_exit_status_one(runner, folder):
+    (folder / "notes.txt").write_text("not an image")
+    result = runner.invoke(
+        app, ["caption", str(folder / "notes.txt"), str(folder / "coffee.png"), "--length", "short"]
+    )
+    assert result.exit_code == 1
+    assert (
+        "REJECTED" in result.stdout
+        and "not an image" in result.stdout
+        and "espresso" in result.stdout
+    )
+
+
+def test_modelslab_provider_through_the_fake(runner, folder, fake_modelslab, monkeypatch):
+    monkeypatch.setenv("MODELSLAB_API_KEY", API_KEY)
+    monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)
+    result = runner.invoke(
+        app, ["caption", str(folder / "coffee.png"), "--json", "--provider", "modelslab"]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["provider"] == "modelslab" and row["caption"] == "A picture named upload.png."
+    assert fake_modelslab.requests[0].path.endswith("/base64_to_url")
+
+
+def test_modelslab_without_a_key_is_one_clear_line(runner, folder):
+    result = runner.invoke(app, ["caption", str(folder / "coffee.png"), "--provider", "modelslab"])
+    assert result.exit_code == 1
+    assert "no ModelsLab API key" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_empty_folder_is_an_error(runner, tmp_path):
+    result = runner.invoke(app, ["caption", str(tmp_path)])
+    assert result.exit_code == 1 and "no files found" in result.stderr
+
+
+def test_gif_is_rejected_for_modelslab_but_captioned_locally(
+    runner, tmp_path, fake_modelslab, monkeypatch
+):
+    gif = tmp_path / "a.gif"
+    gif.write_bytes(images.gif())
+    assert runner.invoke(app, ["caption", str(gif)]).exit_code == 0
+    monkeypatch.setenv("MODELSLAB_API_KEY", API_KEY)
+    monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)
+    result = runner.invoke(app, ["caption", str(gif), "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["status"] == "REJECTED"
