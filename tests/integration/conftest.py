@@ -31,6 +31,14 @@ def modelslab() -> Iterator[FakeModelsLab]:
     fake.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_replies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A reply a test queued but did not use must not answer the next test's caption."""
+    yield
+    if "modelslab" in request.fixturenames:
+        request.getfixturevalue("modelslab").caption_replies.clear()
+
+
 @pytest.fixture(scope="module")
 def stack(modelslab: FakeModelsLab) -> Iterator[LocalStack]:
     with LocalStack(

@@ -66,6 +66,7 @@ def backfill(
         TimeElapsedColumn(),
         console=render.err,
         transient=True,
+        disable=not render.err.is_terminal,  # no bars in logs and pipes
     ) as progress:
         task = progress.add_task("listing…")
 

@@ -157,6 +157,7 @@ def _progress(what: str) -> Progress:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # no bars in logs and pipes
     )
 
 

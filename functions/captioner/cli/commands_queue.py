@@ -118,6 +118,7 @@ def redrive_(
         MofNCompleteColumn(),
         console=render.err,
         transient=True,
+        disable=not render.err.is_terminal,  # no bars in logs and pipes
     ) as progress:
         task = progress.add_task("redrive", total=before.visible)
         result = redrive(

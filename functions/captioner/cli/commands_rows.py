@@ -126,6 +126,7 @@ def search(
         TimeElapsedColumn(),
         console=render.err,
         transient=True,
+        disable=not render.err.is_terminal,  # no bars in logs and pipes
     ) as progress:
         task = progress.add_task("scan", total=total)
 

@@ -10,22 +10,31 @@ timeout (360 s in the template, 6x the function timeout) runs out. Locally the q
 that timeout for messages being processed, and the poller shortens it to ``retry_delay_s``
 for failed ones only (``ChangeMessageVisibility``), so retries and dead-lettering happen in
 seconds, and a slow caption is still never delivered twice at once.
+
+As in Lambda, receiving and invoking are separate: one poller thread receives (long poll,
+then the batching window), and only when one of ``max_concurrency`` invokers is free, so no
+message waits, received and invisible, for a busy function. There is one receiver because
+moto's ReceiveMessage is not thread-safe: concurrent receivers can be handed the same
+message within its visibility timeout, which real SQS never does.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 Handler = Callable[[dict[str, Any], Any], Any]
+
+log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10  # ReceiveMessage, DeleteMessageBatch and friends take at most 10
 
@@ -133,37 +142,66 @@ class SqsEventSource:
         self.totals: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._receiver: threading.Thread | None = None
+        self._invokers: ThreadPoolExecutor | None = None
+        self._free = threading.Semaphore(max(settings.max_concurrency, 1))
+        self._in_flight: set[Future[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> SqsEventSource:
         self._stop.clear()
-        for i in range(max(self.settings.max_concurrency, 1)):
-            thread = threading.Thread(target=self._run, name=f"sqs-event-source-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._invokers = ThreadPoolExecutor(
+            max_workers=max(self.settings.max_concurrency, 1), thread_name_prefix="invoke"
+        )
+        self._receiver = threading.Thread(target=self._run, name="sqs-event-source", daemon=True)
+        self._receiver.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop receiving; invocations under way finish first (as a Lambda deploy would)."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.1))
-        self._threads.clear()
+        if self._receiver is not None:
+            self._receiver.join(timeout)
+            self._receiver = None
+        if self._invokers is not None:
+            wait_all(list(self._in_flight), timeout=timeout)
+            self._invokers.shutdown(wait=False)
+            self._invokers = None
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return self._receiver is not None and self._receiver.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self._free.acquire(timeout=0.2):  # every invoker busy: do not receive
+                continue
             try:
-                self.poll_once()
-            except (BotoCoreError, ClientError):
-                # The endpoint is going away (shutdown) or hiccuped: back off, like the ESM.
+                messages = self._receive_batch(self.settings.wait_time_s)
+            except Exception as exc:  # the endpoint hiccuped or is going away: back off
+                self._free.release()
+                log.debug("receiving from %s failed: %s", self.queue_url, exc)
                 self._stop.wait(1.0)
+                continue
+            if not messages:
+                self._free.release()
+                continue
+            assert self._invokers is not None
+            future = self._invokers.submit(self._settle_in_background, messages)
+            with self._lock:
+                self._in_flight.add(future)
+            future.add_done_callback(self._in_flight.discard)
+
+    def _settle_in_background(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            self._settle(messages)
+        except Exception:  # never let one bad batch stop the event source
+            log.exception("event source error on %s", self.queue_url)
+            with self._lock:
+                self.totals.update(poller_errors=1)
+        finally:
+            self._free.release()
 
     # -- one batch ----------------------------------------------------------------------------
 
@@ -171,8 +209,9 @@ class SqsEventSource:
         """Receive one batch, invoke the function, settle the messages. None when idle."""
         wait = self.settings.wait_time_s if wait_time_s is None else wait_time_s
         messages = self._receive_batch(wait)
-        if not messages:
-            return None
+        return self._settle(messages) if messages else None
+
+    def _settle(self, messages: list[dict[str, Any]]) -> BatchReport:
         report = self._invoke(messages)
         with self._lock:
             self.totals.update(
