@@ -337,7 +337,17 @@ def test_demo_captions_the_sample_photos_offline():
 def test_local_up_runs_in_the_foreground_until_interrupted(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [str(SCRIPT), "local", "up", "--port", str(port), "--visibility-timeout", "1"],
+        [
+            str(SCRIPT),
+            "local",
+            "up",
+            "--port",
+            str(port),
+            "--visibility-timeout",
+            "1",
+            "--parameter-overrides",
+            "MaxReceiveCount=3 CaptionLength=short",
+        ],
         env=clean_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -347,7 +357,7 @@ def test_local_up_runs_in_the_foreground_until_interrupted(tmp_path):
         banner = _read_until(proc, "ready", timeout=60)
         assert f"http://127.0.0.1:{port}" in banner and "Provider" in banner
         assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{port}" in banner
-        assert "in memory" in banner
+        assert "in memory" in banner and "after 3 receives" in banner
         # Another "shell": only the endpoint; no credentials, no names.
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": None,
                "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "COLUMNS": "200",
@@ -364,7 +374,9 @@ def test_local_up_runs_in_the_foreground_until_interrupted(tmp_path):
             lambda r: r.exit_code == 0 and json.loads(r.output)["status"] != "PENDING",
             30,
         )
-        assert json.loads(got.output)["provider"] == "local"  # no key: the offline model
+        captioned = json.loads(got.output)
+        assert captioned["provider"] == "local"  # no key: the offline model
+        assert captioned["length"] == "short"  # CaptionLength=short reached the function
         assert "up/dot.png → CAPTIONED" in _read_until(proc, "up/dot.png", timeout=10)
         proc.send_signal(signal.SIGINT)
         assert "stopped" in _read_until(proc, "stopped", timeout=30)

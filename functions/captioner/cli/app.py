@@ -22,7 +22,9 @@ from typer.exceptions import Abort, Exit, TyperException
 from captioner.cli import errors
 from captioner.cli.render import err
 
-HELP_ORDER = ("demo", "get", "list", "search", "status", "backfill", "redrive", "local")
+HELP_ORDER = (
+    "demo", "caption", "get", "list", "search", "status", "backfill", "redrive", "local",
+)  # fmt: skip
 
 
 class CaptionerGroup(TyperGroup):
@@ -36,8 +38,8 @@ class CaptionerGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (Exit, Abort, TyperException):  # --help, usage errors, Ctrl-C: Typer's own
-            raise
+        except (Exit, Abort, TyperException, BrokenPipeError):
+            raise  # --help, usage errors, Ctrl-C, `| head`: Typer's own handling
         except Exception as exc:
             message = errors.describe(exc)
             if message is None:

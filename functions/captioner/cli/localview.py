@@ -62,6 +62,12 @@ def banner(stack: LocalStack) -> Panel:
         f"a failed message comes back after {stack.visibility_timeout} s "
         "(in AWS: the queue's 360 s visibility timeout)",
     )
+    if stack.ignored_variables:
+        grid.add_row(
+            "Ignored",
+            ", ".join(stack.ignored_variables) + " (the key comes from MODELSLAB_API_KEY "
+            "locally; AWS calls go to the endpoint above)",
+        )
     grid.add_row("State", "in memory only: Ctrl-C stops the stack and discards everything")
     return Panel(grid, title="Captioner local stack", title_align="left", border_style="green")
 
@@ -69,9 +75,8 @@ def banner(stack: LocalStack) -> Panel:
 def print_usage(stack: LocalStack) -> None:
     """Exports and example commands, unwrapped so they can be copied."""
     env = stack.cli_environment()
-    aws = " ".join(f"{k}={env[k]}" for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                             "AWS_SECRET_ACCESS_KEY", "AWS_REGION"))  # fmt: skip
-    names = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("CAPTION", "CAPTIONS")))
+    aws = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("AWS_"))
+    names = " ".join(f"{k}={v}" for k, v in env.items() if not k.startswith("AWS_"))
     lines = [
         "[bold]Point the captioner CLI, the AWS CLI or boto3 at it from another shell:[/]",
         f"  export {aws}",

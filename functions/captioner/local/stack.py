@@ -33,7 +33,13 @@ from captioner.local.poller import (
     SqsEventSource,
     import_handler,
 )
-from captioner.local.template import FunctionSpec, StackTemplate, resolve_template_path
+from captioner.local.template import (
+    FunctionSpec,
+    StackTemplate,
+    resolve_template_path,
+    table_definition,
+)
+from captioner.providers import PROVIDERS as PROVIDER_FACTORIES
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -47,7 +53,7 @@ DUMMY_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-PROVIDERS = ("modelslab", "local")
+PROVIDERS = tuple(sorted(PROVIDER_FACTORIES))  # the names CAPTION_PROVIDER accepts
 # SQS queue attributes CloudFormation passes through under the same name.
 _QUEUE_ATTRIBUTES = {
     "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod",
@@ -96,8 +102,8 @@ def _provider_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class LocalNames:
-    """Names of the local resources: like CloudFormation's (stack name + logical id),
-    without the random suffix, so the CLI can find them again."""
+    """Names of the local resources: readable and stable (CloudFormation would add a random
+    suffix), so that the exports printed by ``local up`` stay valid across restarts."""
 
     bucket: str
     table: str
@@ -167,6 +173,8 @@ class LocalStack:
         self.poller: SqsEventSource | None = None
         self.ignored_variables: list[str] = []
         self._server: Any = None
+        self._clients: dict[str, Any] = {}
+        self._shell_env = dict(os.environ)  # the environment before the stack changed it
         self._env = _EnvironmentPatch()
         self._old_log_level: int | None = None
 
@@ -205,16 +213,21 @@ class LocalStack:
         return int(self.template.parameter("MaxReceiveCount"))
 
     def client(self, service: str) -> Any:
-        """A boto3 client for this stack (explicit endpoint and dummy credentials)."""
-        return boto3.session.Session(
-            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=REGION,
-        ).client(
-            service,
-            endpoint_url=self.endpoint_url,
-            config=BotoConfig(retries={"mode": "standard", "max_attempts": 3}),
-        )
+        """A boto3 client for this stack (explicit endpoint and dummy credentials, so the
+        process environment does not matter); made once per service, shared by threads."""
+        if service not in self._clients:
+            self._clients[service] = boto3.session.Session(
+                aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name=REGION,
+            ).client(
+                service,
+                endpoint_url=self.endpoint_url,
+                config=BotoConfig(
+                    retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20
+                ),
+            )
+        return self._clients[service]
 
     def cli_environment(self) -> dict[str, str]:
         """The variables that point the ``captioner`` CLI (and the AWS CLI) at this stack."""
@@ -323,6 +336,7 @@ class LocalStack:
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
         self._server.start()
         self.port = self._server.get_host_and_port()[1]
+        self._clients.clear()  # made for another port
         _reset_moto(self.endpoint_url)  # a stack started earlier in this process left state
 
     # -- resources ------------------------------------------------------------------------------
@@ -334,8 +348,13 @@ class LocalStack:
         dlq_id = _dead_letter_target(self.template.properties(queue_id))
         bucket_id = _only(self.template.resources_of_type("AWS::S3::Bucket"))
         table_id = _only(self.template.resources_of_type("AWS::DynamoDB::Table"))
-        self.ids = {"function": function_id, "queue": queue_id, "dlq": dlq_id,
-                    "bucket": bucket_id, "table": table_id}  # fmt: skip
+        self.ids = {
+            "function": function_id,
+            "queue": queue_id,
+            "dlq": dlq_id,
+            "bucket": bucket_id,
+            "table": table_id,
+        }
         self._create_queue(dlq_id, self.names.dlq)
         self._create_queue(queue_id, self.names.queue)  # its redrive policy names the DLQ
         self._create_bucket(bucket_id, self.names.bucket)  # its notification names the queue
@@ -362,8 +381,14 @@ class LocalStack:
         sqs = self.client("sqs")
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        self.refs.update({logical_id: url, f"{logical_id}.Arn": arn["Attributes"]["QueueArn"],
-                          f"{logical_id}.QueueName": name, f"{logical_id}.QueueUrl": url})  # fmt: skip
+        self.refs.update(
+            {
+                logical_id: url,
+                f"{logical_id}.Arn": arn["Attributes"]["QueueArn"],
+                f"{logical_id}.QueueName": name,
+                f"{logical_id}.QueueUrl": url,
+            }
+        )
 
     def _create_bucket(self, logical_id: str, name: str) -> None:
         props = self.template.resolve(self.template.properties(logical_id), self.refs)
@@ -393,13 +418,14 @@ class LocalStack:
             )
 
     def _create_table(self, logical_id: str, name: str) -> None:
-        from captioner.local.template import table_definition
-
         props = self.template.resolve(self.template.properties(logical_id), self.refs)
         ddb = self.client("dynamodb")
-        arn = ddb.create_table(TableName=name, **table_definition(self.template_path, logical_id))
-        self.refs.update({logical_id: name,
-                          f"{logical_id}.Arn": arn["TableDescription"]["TableArn"]})  # fmt: skip
+        created = ddb.create_table(
+            TableName=name, **table_definition(self.template_path, logical_id)
+        )
+        self.refs.update(
+            {logical_id: name, f"{logical_id}.Arn": created["TableDescription"]["TableArn"]}
+        )
         ttl = props.get("TimeToLiveSpecification")
         if ttl:
             ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
@@ -424,7 +450,7 @@ class LocalStack:
         decides itself: where AWS is, the table, the provider and the receive count."""
         assert self.function is not None
         env: dict[str, str | None] = {
-            k: v for k, v in self.function.environment.items() if k not in os.environ and v
+            k: v for k, v in self.function.environment.items() if k not in self._shell_env and v
         }
         env.update(self.extra_env)
         env.update(
@@ -451,13 +477,15 @@ class LocalStack:
     def _enter_environment(self) -> None:
         from captioner.observability import logger
 
+        self._shell_env = dict(os.environ)
         self.ignored_variables = [
-            v for v in ("MODELSLAB_API_KEY_SECRET", "AWS_PROFILE") if os.environ.get(v)
+            v for v in ("MODELSLAB_API_KEY_SECRET", "AWS_PROFILE") if self._shell_env.get(v)
         ]
-        self._env.apply(self.handler_environment())
+        environment = self.handler_environment()
+        self._env.apply(environment)
         # Metrics are off locally (no CloudWatch), so Powertools' "no metrics" is noise.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        level = self.handler_environment().get("POWERTOOLS_LOG_LEVEL") or "INFO"
+        level = environment.get("POWERTOOLS_LOG_LEVEL") or "INFO"
         self._old_log_level = logger.log_level
         logger.setLevel(level)  # the logger was made at import, maybe before our variables
         self.reset_handler()  # the next invocation builds the app from this environment

@@ -189,7 +189,7 @@ class StackTemplate:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (fn, arg), = node.items()  # fmt: skip
+            fn, arg = next(iter(node.items()))
             resolved = self._intrinsic(fn, arg, refs)
             if resolved is not _PLAIN:
                 return resolved
