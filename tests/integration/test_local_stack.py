@@ -18,7 +18,14 @@ from captioner.local.poller import (
     SqsEventSource,
 )
 from captioner.local.stack import LocalStack, LocalStackError, choose_provider
-from captioner.local.template import StackTemplate, parameter_default, table_definition
+from captioner.local.template import (
+    StackTemplate,
+    TemplateError,
+    default_template_path,
+    parameter_default,
+    resolve_template_path,
+    table_definition,
+)
 from tests import images
 from tests.conftest import API_KEY
 from tests.integration.conftest import (
@@ -100,6 +107,27 @@ def test_template_parameters_and_conditions_are_resolved():
     assert event.max_concurrency == parameter_default("MaximumConcurrency")
     with pytest.raises(Exception, match="unknown template parameter"):
         StackTemplate(parameters={"NoSuchParameter": "x"})
+
+
+def test_template_path_flag_then_environment_then_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAPTIONER_TEMPLATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_template_path() == default_template_path()  # no ./template.yaml here
+    (tmp_path / "template.yaml").write_text(default_template_path().read_text())
+    assert resolve_template_path() == tmp_path / "template.yaml"
+    other = tmp_path / "other.yaml"
+    other.write_text("Resources: {}\n")
+    monkeypatch.setenv("CAPTIONER_TEMPLATE", str(other))
+    assert resolve_template_path() == other
+    assert resolve_template_path(tmp_path / "template.yaml") == tmp_path / "template.yaml"
+    with pytest.raises(TemplateError, match="template not found"):
+        resolve_template_path(tmp_path / "missing.yaml")
+
+
+def test_package_exports_the_stack_lazily():
+    import captioner.local
+
+    assert captioner.local.LocalStack is LocalStack
 
 
 # -- the handler's environment ---------------------------------------------------------------
