@@ -32,6 +32,10 @@ class Config:
     url_expires: int = 900
     batch_concurrency: int = 4
     max_receive_count: int = 5
+    # How the provider gets the pixels: "url" (a presigned GET of the version; the bytes never
+    # pass through the function) or "upload" (the function reads them and uploads them, for
+    # the local stack, whose presigned URLs on 127.0.0.1 are out of ModelsLab's reach).
+    image_transport: str = "url"
 
     def __repr__(self) -> str:  # keep the key out of any log line that prints the config
         key = "***" if self.modelslab_api_key else None
@@ -48,6 +52,9 @@ class Config:
         if length not in LENGTHS:
             raise ConfigError(f"CAPTION_LENGTH must be one of {', '.join(LENGTHS)}, not {length!r}")
         url_expires = _int(env, "CAPTION_URL_EXPIRES", 900, low=60, high=3600)
+        transport = env.get("CAPTION_IMAGE_TRANSPORT", "url").strip().lower() or "url"
+        if transport not in ("url", "upload"):
+            raise ConfigError(f"CAPTION_IMAGE_TRANSPORT must be url or upload, not {transport!r}")
         cfg = cls(
             captions_table=table,
             provider=env.get("CAPTION_PROVIDER", "modelslab").strip().lower() or "modelslab",
@@ -67,6 +74,7 @@ class Config:
             url_expires=url_expires,
             batch_concurrency=_int(env, "CAPTION_BATCH_CONCURRENCY", 4, low=1, high=64),
             max_receive_count=_int(env, "CAPTION_MAX_RECEIVE_COUNT", 5, low=1, high=1000),
+            image_transport=transport,
         )
         if cfg.max_header_bytes < cfg.header_bytes:
             raise ConfigError("CAPTION_MAX_HEADER_BYTES must be at least CAPTION_HEADER_BYTES")

@@ -265,7 +265,9 @@ class Pipeline:
         image = ImageSource(
             info=info,
             read=lambda: self.objects.read_all(ref.bucket, ref.key, ref.version_id, size_limit),
-            url=self.objects.presign(ref.bucket, ref.key, ref.version_id, self.config.url_expires),
+            url=self.objects.presign(ref.bucket, ref.key, ref.version_id, self.config.url_expires)
+            if self.config.image_transport == "url"
+            else None,
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 

@@ -685,3 +685,22 @@ def test_records_started_without_enough_time_are_retried_without_a_claim(
     _, event = put_event(app_env, "late.png", images.png())
     assert len(run(event, lambda_context)["batchItemFailures"]) == 1
     assert app_env.row("late.png") is None and fake_modelslab.requests == []
+
+
+def test_upload_transport_sends_the_bytes_instead_of_a_url(
+    app_env, fake_modelslab, lambda_context, monkeypatch
+):
+    """For the local stack with the real ModelsLab: presigned URLs on 127.0.0.1 are out of
+    its reach, so the handler uploads the image with base64_to_url."""
+    import base64
+
+    monkeypatch.setenv("CAPTION_IMAGE_TRANSPORT", "upload")
+    handler.reset()
+    body = images.png(30, 20)
+    _, event = put_event(app_env, "upload.png", body)
+    assert run(event, lambda_context) == {"batchItemFailures": []}
+    upload, call = fake_modelslab.requests
+    assert upload.path.endswith("/base64_to_url")
+    assert base64.b64decode(upload.body["base64_string"].split(",", 1)[1]) == body
+    assert call.body["init_image"] == "http://127.0.0.1:9/upload.png"
+    assert app_env.row("upload.png")["status"] == "CAPTIONED"

@@ -293,6 +293,12 @@ def test_lambda_context_counts_down_from_the_timeout():
 # -- lifecycle -------------------------------------------------------------------------------
 
 
+def test_real_modelslab_gets_the_bytes_uploaded_since_it_cannot_reach_127_0_0_1(stack, monkeypatch):
+    assert stack.handler_environment().get("CAPTION_IMAGE_TRANSPORT") is None  # the fake is local
+    monkeypatch.setitem(stack.extra_env, "MODELSLAB_API_URL", "https://modelslab.com/api/v6")
+    assert stack.handler_environment()["CAPTION_IMAGE_TRANSPORT"] == "upload"
+
+
 def test_one_stack_per_process(stack):
     with pytest.raises(LocalStackError, match="already running in this process"):
         LocalStack(port=0).start()

@@ -23,15 +23,15 @@ from captioner.store import from_item
 
 
 def modelslab_warning(stack: LocalStack) -> str | None:
-    """ModelsLab downloads each image from a presigned URL; one on 127.0.0.1 is out of its
-    reach, so a real ModelsLab cannot caption what the local stack stores."""
+    """A note when the real ModelsLab is used from the local stack: its presigned URLs on
+    127.0.0.1 are out of ModelsLab's reach, so the handler uploads the bytes instead."""
     api = os.environ.get("MODELSLAB_API_URL", "")  # the handler's, once the stack started
     if stack.provider.name != "modelslab" or is_loopback(api):
         return None
     return (
-        f"ModelsLab ({urlparse(api).hostname}) fetches images from presigned URLs, and this "
-        f"stack's are on {stack.endpoint_url}, which it cannot reach: expect FAILED rows "
-        "('could not download'). Use --provider local for offline captions."
+        f"the real ModelsLab ({urlparse(api or 'https://modelslab.com').hostname}) cannot fetch "
+        f"presigned URLs on {stack.endpoint_url}: images are uploaded with its base64_to_url "
+        "helper instead (CAPTION_IMAGE_TRANSPORT=upload), and each caption costs 0.0047 $."
     )
 
 

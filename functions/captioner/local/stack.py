@@ -472,6 +472,11 @@ class LocalStack:
         )
         if self.log_level:
             env["POWERTOOLS_LOG_LEVEL"] = self.log_level.upper()
+        if self.provider.name == "modelslab" and not _is_loopback_url(
+            env.get("MODELSLAB_API_URL") or self._shell_env.get("MODELSLAB_API_URL")
+        ):
+            # The real ModelsLab cannot fetch presigned URLs on 127.0.0.1: upload the bytes.
+            env["CAPTION_IMAGE_TRANSPORT"] = "upload"
         return env
 
     def _enter_environment(self) -> None:
@@ -590,3 +595,10 @@ def _notifications(props: Mapping[str, Any]) -> dict[str, Any]:
             config["Filter"] = {"Key": {"FilterRules": rules}}
         configs.append(config)
     return {"QueueConfigurations": configs}
+
+
+def _is_loopback_url(url: str | None) -> bool:
+    """True for a URL on this machine; the default ModelsLab URL (None) is not."""
+    from urllib.parse import urlparse
+
+    return bool(url) and urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
