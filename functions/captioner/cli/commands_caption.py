@@ -33,7 +33,7 @@ class LengthChoice(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("caption")(caption)
+    app.command("caption", rich_help_panel="Captions")(caption)
 
 
 def caption(
