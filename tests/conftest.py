@@ -3,6 +3,7 @@ on 127.0.0.1, and a Lambda context."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -76,8 +77,9 @@ def fake_modelslab() -> Iterator[FakeModelsLab]:
     fake.stop()
 
 
-@pytest.fixture
-def aws(aws_env: None) -> Iterator[Any]:
+@contextlib.contextmanager
+def moto_stack() -> Iterator[Aws]:
+    """In-process moto with the test bucket (versioned) and the table from template.yaml."""
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
@@ -85,6 +87,12 @@ def aws(aws_env: None) -> Iterator[Any]:
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         ddb.create_table(TableName=TABLE, **table_definition())
         yield Aws(s3=s3, ddb=ddb)
+
+
+@pytest.fixture
+def aws(aws_env: None) -> Iterator[Aws]:
+    with moto_stack() as stack:
+        yield stack
 
 
 @dataclass

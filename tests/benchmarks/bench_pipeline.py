@@ -38,19 +38,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]  # this checkout, installed or not
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from captioner import handler
-from captioner.local.template import table_definition
 from tests import images
 from tests.conftest import (
     API_KEY,
-    BUCKET,
     TABLE,
     Aws,
     LambdaContext,
+    moto_stack,
     notification,
     s3_record,
     sqs_event,
@@ -96,18 +93,6 @@ def bench_env(modelslab_url: str) -> None:
     )
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "MODELSLAB_API_KEY_SECRET"):
         os.environ.pop(name, None)
-
-
-@contextlib.contextmanager
-def moto_stack() -> Iterator[Aws]:
-    """The ``aws`` fixture of tests/conftest.py, outside pytest."""
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(TableName=TABLE, **table_definition())
-        yield Aws(s3=s3, ddb=ddb)
 
 
 def provider_latency(fake: FakeModelsLab, seconds: float) -> None:
