@@ -153,3 +153,39 @@ def test_s3_notifications_from_moto_are_captioned_end_to_end(
         pass
     row = app_env.row("notified dir/über cat+1.png")
     assert row["status"] == "CAPTIONED" and row["version_id"]
+
+
+def test_multipart_upload_events_from_moto_caption_once(
+    queues, app_env, fake_modelslab, lambda_context, monkeypatch
+):
+    """moto's complete_multipart_upload emits two ObjectCreated events for one object.
+
+    One record at a time: moto's in-process DynamoDB does not make a conditional write atomic
+    across threads (real DynamoDB does), so two concurrent claims could both pass here."""
+    monkeypatch.setenv("CAPTION_BATCH_CONCURRENCY", "1")
+    handler.reset()
+    sqs, url, _, _ = queues
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    app_env.s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    body = images.jpeg(64, 64) + b"\0" * (5 * 1024 * 1024)  # parts must be >= 5 MiB but the last
+    upload = app_env.s3.create_multipart_upload(Bucket=BUCKET, Key="multi part.jpg")
+    part = app_env.s3.upload_part(
+        Bucket=BUCKET, Key="multi part.jpg", UploadId=upload["UploadId"], PartNumber=1, Body=body
+    )
+    app_env.s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="multi part.jpg", UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )  # fmt: skip
+    fast(handler.get_app())
+    for _ in range(6):
+        deliver_once(sqs, url, lambda_context)
+    row = app_env.row("multi part.jpg")
+    assert row["status"] == "CAPTIONED" and row["attempts"] == 1
+    assert len(fake_modelslab.paid_calls()) == 1
