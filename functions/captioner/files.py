@@ -38,7 +38,10 @@ class FileCaption:
     latency_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
+        """The JSON of ``captioner caption --json``: path, status, caption and provider are
+        always there (null when there is none); the rest only when known."""
+        always = ("path", "status", "caption", "provider")
+        return {k: v for k, v in self.__dict__.items() if k in always or v not in (None, [])}
 
 
 def expand(paths: Iterable[Path]) -> Iterator[Path]:
@@ -74,7 +77,9 @@ def caption_file(
     try:
         info = check_image(lambda n: _read_prefix(path, n), size, limits)
     except ImageRejected as exc:
-        return FileCaption(name, "REJECTED", reason=exc.reason, format=exc.format)
+        return FileCaption(
+            name, "REJECTED", provider=provider.name, reason=exc.reason, format=exc.format
+        )
     except OSError as exc:
         return FileCaption(name, "FAILED", reason=f"cannot read the file: {exc.strerror or exc}")
     image = ImageSource(info=info, read=path.read_bytes, url=None, name=name)

@@ -85,4 +85,7 @@ def test_gif_is_rejected_for_modelslab_but_captioned_locally(
     monkeypatch.setenv("MODELSLAB_API_KEY", API_KEY)
     monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)
     result = runner.invoke(app, ["caption", str(gif), "--json"])
-    assert result.exit_code == 1 and json.loads(result.stdout)["status"] == "REJECTED"
+    rejected = json.loads(result.stdout)
+    assert result.exit_code == 1 and rejected["status"] == "REJECTED"
+    # the documented keys are always there, null when there is nothing
+    assert rejected["caption"] is None and rejected["provider"] == "modelslab"

@@ -299,6 +299,17 @@ def test_real_modelslab_gets_the_bytes_uploaded_since_it_cannot_reach_127_0_0_1(
     assert stack.handler_environment()["CAPTION_IMAGE_TRANSPORT"] == "upload"
 
 
+def test_printed_exports_are_enough_for_boto3(stack, monkeypatch):
+    import boto3
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in stack.cli_environment().items():
+        monkeypatch.setenv(name, value)
+    urls = boto3.client("sqs").list_queues()["QueueUrls"]
+    assert stack.queue_url in urls
+
+
 def test_one_stack_per_process(stack):
     with pytest.raises(LocalStackError, match="already running in this process"):
         LocalStack(port=0).start()

@@ -45,6 +45,7 @@ def test_since_accepts_iso_and_ages_in_the_row_format():
     now = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
     assert parse_since("2026-11-24", now) == "2026-11-24T00:00:00.000Z"
     assert parse_since("2026-11-24T10:30:00Z", now) == "2026-11-24T10:30:00.000Z"
+    assert parse_since("0999-01-01", now) == "0999-01-01T00:00:00.000Z"  # sorts before 2026
     assert parse_since("2026-11-24T12:30:00+02:00", now) == "2026-11-24T10:30:00.000Z"
     assert parse_since("90m", now) == "2026-11-25T10:30:00.000Z"
     assert parse_since("2d", now) == "2026-11-23T12:00:00.000Z"
@@ -139,6 +140,16 @@ CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "model
         (BackfillPlan("b"), {**CAPTIONED, "etag": "e2"}, None),  # a newer version
         (BackfillPlan("b"), {**CAPTIONED, "status": "FAILED"}, None),
         (BackfillPlan("b"), {**CAPTIONED, "status": "PENDING"}, None),
+        (
+            BackfillPlan("b"),
+            {**CAPTIONED, "status": "REJECTED"},
+            "rejected",
+        ),  # same bytes, same checks
+        (
+            BackfillPlan("b", provider="local"),
+            {**CAPTIONED, "status": "REJECTED"},
+            None,
+        ),  # other formats
         (BackfillPlan("b", provider="modelslab"), CAPTIONED, "captioned"),
         (BackfillPlan("b", provider="local"), CAPTIONED, None),  # re-caption with local
         (BackfillPlan("b", only_provider="local"), CAPTIONED, "other_provider"),
@@ -290,3 +301,10 @@ def test_redrive_does_not_hide_real_errors(sqs):
     stub.add_client_error("start_message_move_task", "AccessDenied", http_status_code=403)
     with pytest.raises(ClientError):
         redrive(client, DLQ, QUEUE)
+
+
+def test_since_ages_past_year_one_are_a_clear_error():
+    from captioner.cli.errors import CliError
+
+    with pytest.raises(CliError, match="before year 1"):
+        parse_since("99999999d")

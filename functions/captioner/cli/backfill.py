@@ -25,6 +25,7 @@ class BackfillStats:
     listed: int = 0  # objects listed (folder markers included)
     folders: int = 0  # "folder/" markers: nothing to caption
     captioned: int = 0  # already CAPTIONED for this version: skipped
+    rejected: int = 0  # already REJECTED for this version (not an image we accept): skipped
     other_provider: int = 0  # --only-provider: the row names another provider (or none)
     enqueued: int = 0  # sent (or, with --dry-run, would be sent)
     failed: int = 0  # SendMessageBatch refused them
@@ -42,7 +43,7 @@ class BackfillPlan:
     dry_run: bool = False
 
     def wants(self, obj: dict[str, Any], row: dict[str, Any] | None) -> str | None:
-        """Why the object is skipped ("captioned", "other_provider"), or None to enqueue.
+        """Why the object is skipped ("captioned", "rejected", "other_provider"), or None.
 
         The same version means the same ETag and size: ListObjectsV2 reports no version
         ids. With --provider, a caption by another provider is not "done" (the function
@@ -50,7 +51,12 @@ class BackfillPlan:
         """
         if self.only_provider:
             return None if row and row.get("provider") == self.only_provider else "other_provider"
-        if row is None or row.get("status") != "CAPTIONED" or not _same_version(obj, row):
+        if row is None or not _same_version(obj, row):
+            return None
+        if row.get("status") == "REJECTED" and not self.provider:
+            # the same bytes fail the same checks; another provider may accept other formats
+            return "rejected"
+        if row.get("status") != "CAPTIONED":
             return None
         if self.provider and row.get("provider") != self.provider:
             return None
@@ -80,6 +86,8 @@ def run_backfill(
             reason = plan.wants(obj, rows.get(obj["Key"]))
             if reason == "captioned":
                 stats.captioned += 1
+            elif reason == "rejected":
+                stats.rejected += 1
             elif reason == "other_provider":
                 stats.other_provider += 1
             else:

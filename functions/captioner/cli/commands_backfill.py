@@ -75,7 +75,7 @@ def backfill(
             progress.update(
                 task,
                 description=f"listed {stats.listed} · {verb} {stats.enqueued}"
-                f" · skipped {stats.captioned + stats.other_provider + stats.folders}",
+                f" · skipped {stats.captioned + stats.rejected + stats.other_provider + stats.folders}",
             )
 
         stats = run_backfill(
@@ -103,6 +103,7 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
                 "listed": stats.listed,
                 "folders": stats.folders,
                 "already_captioned": stats.captioned,
+                "already_rejected": stats.rejected,
                 "other_provider": stats.other_provider,
                 "enqueued": stats.enqueued,
                 "failed": stats.failed,
@@ -119,6 +120,7 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
     table.add_row("listed", str(stats.listed))
     table.add_row("skipped: folder markers", str(stats.folders))
     table.add_row("skipped: already captioned", str(stats.captioned))
+    table.add_row("skipped: already rejected (same version)", str(stats.rejected))
     if plan.only_provider:
         table.add_row(f"skipped: not captioned by {plan.only_provider}", str(stats.other_provider))
     table.add_row(

@@ -170,7 +170,10 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     age = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
     if age:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+        try:
+            when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+        except (OverflowError, ValueError):
+            raise CliError(f"--since {text!r}: that age reaches before year 1") from None
     else:
         try:
             when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -182,7 +185,10 @@ def parse_since(text: str, now: datetime | None = None) -> str:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
     when = when.astimezone(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    # Zero-padded year: the index compares these as text (year 999 must sort before 2026).
+    return (
+        f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    )
 
 
 def _pages(pages: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

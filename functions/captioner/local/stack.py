@@ -236,6 +236,7 @@ class LocalStack:
             "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,  # the one boto3 reads
             "CAPTIONER_STACK_NAME": self.stack_name,
             "CAPTIONER_BUCKET": self.bucket,
             "CAPTIONS_TABLE": self.table,
