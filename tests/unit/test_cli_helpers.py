@@ -308,3 +308,20 @@ def test_since_ages_past_year_one_are_a_clear_error():
 
     with pytest.raises(CliError, match="before year 1"):
         parse_since("99999999d")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("localhost:4599", "expected http"),
+        ("http://127.0.0.1:notaport", "not a number"),
+        ("ftp://x", "expected http"),
+    ],
+)
+def test_malformed_endpoint_urls_are_one_clear_line(url, message):
+    from typer.testing import CliRunner
+
+    from captioner.cli.app import app
+
+    result = CliRunner().invoke(app, ["get", "s3://bucket-name/key", "--endpoint-url", url])
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output

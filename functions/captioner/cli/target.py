@@ -82,7 +82,10 @@ class Deployment:
 
     @property
     def endpoint_url(self) -> str | None:
-        return self.options.endpoint_url or None
+        url = self.options.endpoint_url or None
+        if url:
+            _check_endpoint(url)
+        return url
 
     @property
     def is_local(self) -> bool:
@@ -267,3 +270,21 @@ def with_deployment[F: Callable[..., Any]](fn: F) -> F:
     command.__annotations__ = {p.name: p.annotation for p in parameters}
     del command.__wrapped__  # type: ignore[attr-defined]  # Typer must see the new signature
     return command  # type: ignore[return-value]
+
+
+def _check_endpoint(url: str) -> None:
+    """An endpoint is an http(s) URL with a host and, if any, a numeric port."""
+    from urllib.parse import urlsplit
+
+    from captioner.cli.errors import CliError
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise CliError(f"invalid endpoint URL {url!r}: the port is not a number") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(
+            f"invalid endpoint URL {url!r}: expected http(s)://host[:port], "
+            "e.g. http://127.0.0.1:4566"
+        )
