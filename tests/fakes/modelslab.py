@@ -46,6 +46,8 @@ class FakeModelsLab:
         self.fetch_images = fetch_images  # download init_image like the real service does
         self.fetched: list[tuple[str, int]] = []  # (url, HTTP status) of image downloads
         self._lock = threading.Lock()
+        self.in_flight = 0  # requests being answered right now
+        self.max_in_flight = 0  # the most answered at once: shows client concurrency
         self._jobs = 0
         fake = self
 
@@ -58,8 +60,15 @@ class FakeModelsLab:
                 except ValueError:
                     body = {"_raw": raw.decode("utf-8", "replace")}
                 reply = fake._answer(self.path, body)
-                if reply.delay:
-                    time.sleep(reply.delay)
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
                 data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
