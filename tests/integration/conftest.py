@@ -76,7 +76,9 @@ def row(stack: LocalStack, key: str, bucket: str | None = None) -> dict[str, Any
 def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float = 20) -> dict:
     return wait_for(
         lambda: row(stack, key),
-        lambda r: r is not None and r["status"] in statuses,
+        # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
+        # races the first write of a row can see it without its status yet
+        lambda r: r is not None and r.get("status") in statuses,
         timeout,
         f"{key} to be {'/'.join(statuses)}",
     )

@@ -371,7 +371,9 @@ def test_local_up_runs_in_the_foreground_until_interrupted(tmp_path):
         url = "s3://captioner-local-uploads/up/dot.png"
         got = wait_for(
             lambda: runner.invoke(app, ["get", url, "--json"], env=env),
-            lambda r: r.exit_code == 0 and json.loads(r.output)["status"] != "PENDING",
+            lambda r: (
+                r.exit_code == 0 and json.loads(r.output).get("status") not in (None, "PENDING")
+            ),
             30,
         )
         captioned = json.loads(got.output)

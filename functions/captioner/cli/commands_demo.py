@@ -145,7 +145,7 @@ def _results(keys: list[str], rows: dict[str, dict[str, Any]]) -> Table:
         if row is None:
             table.add_row(key, status_text("NOT SEEN"), "no row yet")
         else:
-            table.add_row(key, status_text(str(row["status"])), summary_of(row))
+            table.add_row(key, status_text(str(row.get("status", "PENDING"))), summary_of(row))
     return table
 
 
