@@ -212,7 +212,7 @@ def test_backfill_recaptions_one_providers_rows_with_another(stack):
     assert out["enqueued"] == 3 and out["estimated_cost_usd"] == 0.0
     for key in ("old/a.png", "old/b.jpg", "old/done.png"):
         recaptioned = wait_for(
-            lambda key=key: row(stack, key), lambda r: r["provider"] == "local", 30, key
+            lambda key=key: row(stack, key), lambda r: (r or {}).get("provider") == "local", 30, key
         )
         assert recaptioned["status"] == "CAPTIONED"
         assert recaptioned["caption"].startswith("A photo")  # the offline model's wording
