@@ -32,7 +32,6 @@ from captioner.store import CaptionStore
 # and the batch response is returned before the runtime is frozen.
 SAFETY_MARGIN_S = 8.0
 MIN_RECORD_SECONDS = 3.0  # a record that starts with less than this is retried later
-NO_LAST_ATTEMPT = 1_000_000
 
 
 class ConcurrentBatchProcessor(BatchProcessor):
@@ -118,7 +117,7 @@ class App:
         Failures raise, so Lambda's own async retries and on-failure destination apply."""
         events = parse_payload(event)
         # Lambda retries failed async invocations itself; no attempt here knows it is the last.
-        attempt = Attempt(deadline=_deadline(context), max_receive_count=NO_LAST_ATTEMPT)
+        attempt = Attempt(deadline=_deadline(context), max_receive_count=None)
         outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 

@@ -33,7 +33,6 @@ class ObjectEvent:
     etag: str | None = None
     size: int | None = None
     sequencer: str | None = None
-    event_time: str | None = None
     provider: str | None = None  # a backfill may ask for a provider other than the default
 
     @property
@@ -90,7 +89,6 @@ def _from_s3_record(record: Any) -> ObjectEvent:
         etag=_etag(obj.get("eTag")),
         size=_size(obj.get("size")),
         sequencer=obj.get("sequencer") or None,
-        event_time=record.get("eventTime"),
         provider=_provider(record.get("captioner")),
     )
 
@@ -126,7 +124,6 @@ def _from_eventbridge(event: dict[str, Any]) -> ObjectEvent:
         etag=_etag(obj.get("etag")),
         size=_size(obj.get("size")),
         sequencer=obj.get("sequencer") or None,
-        event_time=event.get("time"),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -51,18 +51,19 @@ class Attempt:
 
     deadline: float  # time.monotonic() by which this record must be done
     receive_count: int = 1  # SQS ApproximateReceiveCount
-    max_receive_count: int = 5  # the queue's redrive maxReceiveCount
+    # the queue's redrive maxReceiveCount; None when the retries are not ours to count
+    # (a direct invocation: Lambda retries it itself)
+    max_receive_count: int | None = 5
 
     @property
     def is_last(self) -> bool:
-        return self.receive_count >= self.max_receive_count
+        return self.max_receive_count is not None and self.receive_count >= self.max_receive_count
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: str  # a row Status, or IGNORED / DUPLICATE / STALE for messages with nothing to do
     detail: str = ""
-    row: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,7 +187,7 @@ class Pipeline:
             ref, lease.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z", provider.name
         )
         if claim.outcome is ClaimOutcome.DONE:
-            return Outcome("DUPLICATE", "this version is already captioned", claim.previous or {})
+            return Outcome("DUPLICATE", "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
             return Outcome("STALE", "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
@@ -348,4 +349,4 @@ class Pipeline:
         if not self.store.finish(ref, row, removable):
             return Outcome("STALE", "a newer version took the row while this one was processed")
         detail = str(fields.get("reason") or fields.get("caption") or "")
-        return Outcome(status.value, detail, row)
+        return Outcome(status.value, detail)

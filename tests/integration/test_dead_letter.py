@@ -131,22 +131,24 @@ def test_poison_message_reaches_the_dead_letter_queue_and_the_row_says_failed(
     )
 
 
+def notify_queue(app_env, sqs, url) -> None:
+    """S3 → SQS notifications for created and removed objects, as the template wires them."""
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    app_env.s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": events}]},
+    )
+
+
 def test_s3_notifications_from_moto_are_captioned_end_to_end(
     queues, app_env, fake_modelslab, lambda_context
 ):
     """moto's own S3→SQS notifications: a TestEvent first, no versionId, no sequencer."""
     sqs, url, _, _ = queues
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    app_env.s3.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
+    notify_queue(app_env, sqs, url)
     app_env.put("notified dir/über cat+1.png", images.png())
     fast(handler.get_app())
     while deliver_once(sqs, url, lambda_context):
@@ -165,15 +167,7 @@ def test_multipart_upload_events_from_moto_caption_once(
     monkeypatch.setenv("CAPTION_BATCH_CONCURRENCY", "1")
     handler.reset()
     sqs, url, _, _ = queues
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    app_env.s3.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
-        },
-    )
+    notify_queue(app_env, sqs, url)
     body = images.jpeg(64, 64) + b"\0" * (5 * 1024 * 1024)  # parts must be >= 5 MiB but the last
     upload = app_env.s3.create_multipart_upload(Bucket=BUCKET, Key="multi part.jpg")
     part = app_env.s3.upload_part(

@@ -85,6 +85,22 @@ def test_eventbridge_body_is_accepted_with_its_unencoded_key(
     assert app_env.row(key)["status"] == "CAPTIONED"
 
 
+def test_direct_invocation_failures_raise_and_leave_the_row_pending(
+    app_env, fake_modelslab, lambda_context
+):
+    """A direct (async) invocation is retried by Lambda itself: no attempt is known to be the
+    last, so a failure never marks the row FAILED; it raises so Lambda retries."""
+    from captioner.pipeline import RetryLater
+
+    fake_modelslab.queue(*[Reply({"status": "error", "message": "Server busy"})] * 10)
+    _, event = put_event(app_env, "direct-busy.png", images.png())
+    fast(handler.get_app())
+    with pytest.raises(RetryLater):
+        handler.lambda_handler(event, lambda_context)
+    row = app_env.row("direct-busy.png")
+    assert row["status"] == "PENDING" and "Server busy" in row["last_error"]
+
+
 def test_direct_s3_event_works_for_sam_local_invoke(app_env, fake_modelslab, lambda_context):
     _, event = put_event(app_env, "direct.png", images.png())
     fast(handler.get_app())
