@@ -42,8 +42,9 @@ def backfill(
     """Enqueue the objects already in the bucket, skipping those already captioned.
 
     Lists the objects (ListObjectsV2, folder markers skipped), looks their rows up
-    (BatchGetItem), skips those CAPTIONED for the same version (same ETag and size), and
-    sends the rest to the caption queue in batches of 10, as S3 notifications would.
+    (BatchGetItem), skips those CAPTIONED for the same version (same ETag and size) and
+    those REJECTED for it (unless --provider asks for another provider), and sends the rest
+    to the caption queue in batches of 10, as S3 notifications would.
     """
     target = parse_s3_url(url)
     plan = BackfillPlan(
