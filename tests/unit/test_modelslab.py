@@ -209,7 +209,10 @@ def test_timeouts_and_connection_errors_are_transient():
     def refused(request):
         raise httpx.ConnectError("refused", request=request)
 
-    for fn, text in ((timeout, "timed out"), (refused, "cannot reach")):
+    def garbled(request):
+        raise httpx.DecodingError("bad gzip", request=request)
+
+    for fn, text in ((timeout, "timed out"), (refused, "cannot reach"), (garbled, "DecodingError")):
         p, _ = provider(replies(fn))
         with pytest.raises(ProviderTransientError, match=text):
             p.caption(IMAGE, "normal", deadline=100)

@@ -191,7 +191,7 @@ class ModelsLabProvider:
             )
         except httpx.TimeoutException:
             raise ProviderTransientError("ModelsLab timed out") from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
             raise ProviderTransientError(
                 f"cannot reach ModelsLab: {_redact(type(exc).__name__ + ': ' + str(exc), key)}"
             ) from None
