@@ -3,8 +3,10 @@ and the batch loop that turns an event into per-object work."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -50,6 +52,31 @@ class ConcurrentBatchProcessor(BatchProcessor):
             return super().process()
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(self.records))) as pool:
             return list(pool.map(self._process_record, self.records))
+
+
+class TimeShare:
+    """Shares what is left of an invocation fairly between the records of its batch.
+
+    Records run ``workers`` at a time. A record starting now gets the time left divided by
+    the rounds still to run (itself included), so one slow provider (a 429 with
+    ``retry_after``, a long ``processing`` eta) cannot leave the records queued behind it to
+    start with no time and be failed without ever being tried."""
+
+    def __init__(
+        self, end: float, records: int, workers: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._end = end
+        self._unstarted = records
+        self._workers = max(workers, 1)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def next_deadline(self) -> float:
+        with self._lock:
+            waiting = max(self._unstarted, 1)
+            self._unstarted -= 1
+        now = self._clock()
+        return now + max(self._end - now, 0.0) / math.ceil(waiting / self._workers)
 
 
 class ProviderCache:
@@ -104,9 +131,10 @@ class App:
 
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         processor = ConcurrentBatchProcessor(self.config.batch_concurrency)
+        share = TimeShare(_deadline(context), len(event["Records"]), self.config.batch_concurrency)
 
         def record_handler(record: SQSRecord) -> list[str]:
-            return self._sqs_record(record, context)
+            return self._sqs_record(record, context, share.next_deadline())
 
         return process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
@@ -117,16 +145,19 @@ class App:
         Failures raise, so Lambda's own async retries and on-failure destination apply."""
         events = parse_payload(event)
         # Lambda retries failed async invocations itself; no attempt here knows it is the last.
-        attempt = Attempt(deadline=_deadline(context), max_receive_count=None)
+        attempt = Attempt(
+            deadline=_deadline(context), max_receive_count=None, hard_deadline=_end(context)
+        )
         outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 
-    def _sqs_record(self, record: SQSRecord, context: Any) -> list[str]:
+    def _sqs_record(self, record: SQSRecord, context: Any, deadline: float) -> list[str]:
         receive_count = int(record.attributes.approximate_receive_count or 1)
         attempt = Attempt(
-            deadline=_deadline(context),
+            deadline=deadline,
             receive_count=receive_count,
             max_receive_count=self.config.max_receive_count,
+            hard_deadline=_end(context),
         )
         try:
             events = parse_message_body(record.body)
@@ -150,8 +181,10 @@ class App:
         keys = {"bucket": ev.bucket, "key": ev.key, "version_id": ev.version_id, **ids}
         logger.thread_safe_append_keys(**keys)
         try:
-            if attempt.deadline - time.monotonic() < MIN_RECORD_SECONDS:
+            if attempt.deadline - time.monotonic() < MIN_RECORD_SECONDS and not attempt.is_last:
                 # Claiming and paying with seconds left would only be cut off by the timeout.
+                # On the last delivery it runs anyway: with no time for the provider it
+                # records FAILED and why, instead of dead-lettering with no row.
                 raise RetryLater("too little time left in this invocation")
             outcome = self.pipeline.process(ev, attempt)
             logger.info(
@@ -171,9 +204,16 @@ class App:
         return outcome
 
 
-def _deadline(context: Any) -> float:
+def _end(context: Any) -> float:
+    """When the invocation ends (Lambda's timeout), as a time.monotonic() value."""
     remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: 60_000)()
-    return time.monotonic() + max(remaining_ms / 1000 - SAFETY_MARGIN_S, 1.0)
+    return time.monotonic() + remaining_ms / 1000
+
+
+def _deadline(context: Any) -> float:
+    """When provider work must stop, leaving time to write results and answer."""
+    end = _end(context)
+    return max(end - SAFETY_MARGIN_S, time.monotonic() + 1.0)
 
 
 def _request_id(context: Any) -> str | None:

@@ -17,7 +17,7 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.images import ImageLimits, check_image
-from captioner.providers.base import CaptionProvider, ImageSource, Length
+from captioner.providers.base import Caption, CaptionProvider, ImageSource, Length
 from captioner.retry import Backoff, call_with_retries
 
 PER_FILE_SECONDS = 120.0
@@ -86,12 +86,16 @@ def caption_file(
     deadline = time.monotonic() + PER_FILE_SECONDS
     result = FileCaption(name, "FAILED", provider=provider.name, format=info.format,
                          width=info.width, height=info.height)  # fmt: skip
+    jobs: list[str] = []  # a queued job is polled by the next try, never paid again
+
+    def once() -> Caption:
+        return provider.caption(
+            image, length, deadline=deadline, job_id=jobs[-1] if jobs else None,
+            on_job=jobs.append,
+        )  # fmt: skip
+
     try:
-        cap = call_with_retries(
-            lambda job: provider.caption(image, length, deadline=deadline, job_id=job),
-            deadline=deadline,
-            backoff=backoff,
-        )
+        cap = call_with_retries(once, deadline=deadline, backoff=backoff)
     except ProviderConfigError:
         raise
     except (ProviderImageError, ProviderTransientError) as exc:

@@ -1,9 +1,15 @@
-"""Caption one object: event → object reference → image check → provider → tags → row.
+"""Caption one object: event → object reference → claim → image check → provider → row → tags.
 
 This module knows nothing of Lambda or SQS. It takes plain values, talks to S3, DynamoDB and
 the provider through small adapters, and either returns an ``Outcome`` (the message is done)
 or raises ``RetryLater`` (the message must come back: the provider or the configuration is at
 fault, not the image).
+
+What it promises (tests/faults): a version is paid for at most once — a queued or linked
+provider job is stored before anything else can fail and polled on retry, and a paid caption
+is written to the row before the tags are touched; the row describes the newest version — every
+write after the claim is fenced by the claim's token; and a message that leaves the queue has
+a row that says what happened.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from functools import partial
+from typing import Protocol
 
 from captioner.config import Config
 from captioner.errors import (
@@ -30,15 +36,20 @@ from captioner.images import ImageLimits, check_image
 from captioner.objects import ObjectMissing, ObjectStore
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
 from captioner.retry import Backoff, call_with_retries
-from captioner.store import CaptionStore, ClaimOutcome, ObjectRef, Status
-from captioner.tags import TagPlan, TagStatus, is_opted_out, plan_caption_tag
+from captioner.store import (
+    CaptionStore,
+    Claim,
+    ClaimOutcome,
+    ObjectRef,
+    Result,
+    Status,
+    Unchanged,
+)
+from captioner.tags import TagStatus, is_opted_out, plan_caption_tag
 
-# Fields that describe one version's result; cleared when a new version takes the row.
-RESULT_FIELDS = (
-    "caption", "reason", "last_error", "provider", "provider_job_id", "model", "labels",
-    "length", "format", "width", "height", "tag_status", "tag_value", "provider_latency_ms",
-    "deleted_at", "provider_job_rev",
-)  # fmt: skip
+# Leases are wall-clock times compared across Lambda instances: allow for their clocks to
+# disagree by this much.
+LEASE_SKEW_S = 10.0
 
 
 class RetryLater(CaptionerError):
@@ -49,33 +60,41 @@ class RetryLater(CaptionerError):
 class Attempt:
     """What the caller knows about this delivery."""
 
-    deadline: float  # time.monotonic() by which this record must be done
+    deadline: float  # time.monotonic() by which this record's own work must be done
     receive_count: int = 1  # SQS ApproximateReceiveCount
     # the queue's redrive maxReceiveCount; None when the retries are not ours to count
     # (a direct invocation: Lambda retries it itself)
     max_receive_count: int | None = 5
+    # time.monotonic() at which the invocation ends (Lambda's timeout); defaults to deadline
+    hard_deadline: float | None = None
 
     @property
     def is_last(self) -> bool:
         return self.max_receive_count is not None and self.receive_count >= self.max_receive_count
 
+    def lease_seconds(self) -> float:
+        """A lease that outlives the invocation, so it never lapses while its holder runs."""
+        end = self.hard_deadline if self.hard_deadline is not None else self.deadline
+        return max(end - time.monotonic(), 0.0) + LEASE_SKEW_S
+
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # a row Status, or IGNORED / DUPLICATE / STALE for messages with nothing to do
+    status: Status | Unchanged
     detail: str = ""
 
 
 @dataclass
-class _Job:
-    """One object version being captioned, and what an earlier attempt left for it."""
+class _Work:
+    """One claimed object version on its way through the pipeline."""
 
-    ref: ObjectRef
+    claim: Claim
     attempt: Attempt
     provider: CaptionProvider
-    base: dict[str, Any]  # row fields every outcome writes
-    job_id: str | None  # the provider's queued job (from an earlier attempt): poll it
-    our_tag: str | None  # the caption tag value we wrote earlier: ours to replace
+    requested: str | None  # the provider the message asked for by name (a backfill), if any
+    job_id: str | None  # the provider's queued job: polled, never paid again
+    image: ImageInfo | None = None
+    captioned: bool = False  # the paid caption is on the row: never record a retry over it
 
 
 class Telemetry(Protocol):
@@ -118,18 +137,18 @@ class Pipeline:
 
     def _process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         if event.kind == "ignored":
-            return Outcome("IGNORED", f"{event.event_name} events need no caption")
+            return Outcome(Unchanged.IGNORED, f"{event.event_name} events need no caption")
         if event.is_folder_marker:
-            return Outcome("IGNORED", "folder marker")
+            return Outcome(Unchanged.IGNORED, "folder marker")
         if event.kind == "removed":
             return self._removed(event)
         try:
             ref = self._resolve(event)
         except ObjectMissing:
-            return Outcome("IGNORED", "the object no longer exists")
+            return Outcome(Unchanged.IGNORED, "the object no longer exists")
         if ref is None:
-            return Outcome("STALE", "the event names a version that is no longer current")
-        return self._created(ref, attempt, self._choose_provider(event.provider))
+            return Outcome(Unchanged.STALE, "the event names a version that is no longer current")
+        return self._created(ref, attempt, event.provider)
 
     def _choose_provider(self, name: str | None) -> CaptionProvider:
         if not name or name == self.provider.name:
@@ -158,7 +177,9 @@ class Pipeline:
         )
         if marked:
             return Outcome(Status.DELETED, "object deleted")
-        return Outcome("IGNORED", "no row for this version, or a newer event already applied")
+        return Outcome(
+            Unchanged.IGNORED, "no row for this version, or a newer event already applied"
+        )
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -181,87 +202,77 @@ class Pipeline:
             version, etag, size = head.version_id, head.etag, head.size
         return ObjectRef(event.bucket, event.key, version, etag, size, event.sequencer)
 
-    def _created(self, ref: ObjectRef, attempt: Attempt, provider: CaptionProvider) -> Outcome:
-        lease = datetime.now(UTC) + timedelta(seconds=max(attempt.deadline - time.monotonic(), 1))
-        claim = self.store.claim(
-            ref, lease.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z", provider.name
-        )
+    def _created(self, ref: ObjectRef, attempt: Attempt, requested: str | None) -> Outcome:
+        provider = self._choose_provider(requested)
+        explicit = requested if requested and requested != self.provider.name else None
+        claim = self.store.claim(ref, attempt.lease_seconds(), explicit)
         if claim.outcome is ClaimOutcome.DONE:
-            return Outcome("DUPLICATE", "this version is already captioned")
+            return Outcome(Unchanged.DUPLICATE, "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
-            return Outcome("STALE", "a newer version of the object is already recorded")
+            return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
-        previous = (claim.previous or {}) if claim.same_revision(ref) else {}
-        job = _Job(
-            ref=ref,
-            attempt=attempt,
-            provider=provider,
-            base={
-                "attempts": int(previous.get("attempts", 0)) + 1,
-                "version_id": ref.version_id,
-                "etag": ref.etag,
-                "size": ref.size,
-            },
-            # a job id is only reused for the revision it was queued for
-            job_id=previous.get("provider_job_id")
-            if previous.get("provider_job_rev") == ref.revision
-            else None,
-            our_tag=previous.get("tag_value"),
-        )
+        work = _Work(claim, attempt, provider, explicit, job_id=claim.job_id)
         try:
-            return self._caption(job)
+            return self._caption(work)
         except ObjectMissing:
-            return self._finish(
-                ref, job.base, Status.DELETED, reason="object deleted while captioning"
+            if work.captioned:  # the caption stays; the delete event marks the row
+                self.store.save_tag(claim, TagStatus.FAILED, None, "object deleted while tagging")
+                return Outcome(Status.CAPTIONED, "object deleted while tagging")
+            return self._save(
+                work, Result(Status.DELETED, reason="object deleted while captioning")
             )
         except RetryLater:
             raise
         except Exception as exc:
             # An AWS error, a bug: the message comes back; the row must not keep claiming
             # PENDING with no reason (and says FAILED on the last delivery).
-            self._record_retry(ref, job.base, exc, attempt, provider.name, job.job_id)
+            self._record_retry(work, exc)
             raise
 
-    def _caption(self, job: _Job) -> Outcome:
-        ref, base = job.ref, job.base
+    def _caption(self, work: _Work) -> Outcome:
+        ref = work.claim.ref
+        paid = work.claim.reusable_caption(work.requested)
+        if paid is not None:  # an earlier delivery paid; only its tag is left to do
+            work.captioned = True
+            return self._tag_and_finish(work, str(paid["caption"]))
         tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
         if is_opted_out(tags, self.config.skip_tag):
             reason = f"opted out with tag {self.config.skip_tag}=true"
-            return self._finish(ref, base, Status.SKIPPED, reason=reason)
+            return self._save(work, Result(Status.SKIPPED, reason=reason))
         try:
-            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(job.provider))
+            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(work.provider))
         except ImageRejected as exc:
-            return self._finish(ref, base, Status.REJECTED, reason=exc.reason, format=exc.format)
-        base = base | {"format": info.format, "width": info.width, "height": info.height}
+            return self._save(work, Result(Status.REJECTED, reason=exc.reason, format=exc.format))
+        work.image = info
         try:
-            caption = self._call_provider(job, info)
+            caption = self._call_provider(work, info)
         except ProviderImageError as exc:
-            return self._finish(
-                ref, base, Status.FAILED, reason=str(exc), last_error=str(exc),
-                provider=job.provider.name,
+            return self._save(
+                work, Result(Status.FAILED, reason=str(exc), last_error=str(exc),
+                             provider=work.provider.name, **_image_fields(info)),
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
-            self._record_retry(ref, base, exc, job.attempt, job.provider.name, job.job_id)
+            self._record_retry(work, exc)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
-        tag_status, tag_error, tag_written = self._tag(job, caption.text)
-        return self._finish(
-            ref, base, Status.CAPTIONED,
-            caption=caption.text, provider=caption.provider, length=caption.length,
-            model=caption.model, provider_job_id=caption.job_id,
-            provider_job_rev=ref.revision if caption.job_id else None,
-            labels=[{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
-            or None,
-            provider_latency_ms=round(caption.latency_ms, 1),
-            tag_status=tag_status, tag_value=tag_written, last_error=tag_error,
-        )  # fmt: skip
+        # Paid: make it durable before anything else can fail (the lease stays for the tag).
+        if not self.store.save_result(work.claim, _captioned(caption, info), keep_lease=True):
+            return _taken()
+        work.captioned = True
+        return self._tag_and_finish(work, caption.text)
+
+    def _tag_and_finish(self, work: _Work, text: str) -> Outcome:
+        tag_status, error, ours = self._tag(work, text)
+        if not self.store.save_tag(work.claim, tag_status, ours, error):
+            return _taken()
+        return Outcome(Status.CAPTIONED, text)
 
     def _prefix_reader(self, ref: ObjectRef) -> Callable[[int], bytes]:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
-    def _call_provider(self, job: _Job, info: ImageInfo) -> Caption:
-        ref, provider, deadline = job.ref, job.provider, job.attempt.deadline
+    def _call_provider(self, work: _Work, info: ImageInfo) -> Caption:
+        ref, deadline = work.claim.ref, work.attempt.deadline
         size_limit = self.config.max_image_bytes
         image = ImageSource(
             info=info,
@@ -272,55 +283,73 @@ class Pipeline:
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 
-        def once(job_id: str | None) -> Caption:
-            return provider.caption(
-                image, self.config.length, deadline=deadline, job_id=job_id,
-                on_job=lambda new_job: self._remember_job(job, new_job),
+        def once() -> Caption:
+            # reads work.job_id anew each time: a job queued by the previous try is polled
+            return work.provider.caption(
+                image, self.config.length, deadline=deadline, job_id=work.job_id,
+                on_job=partial(self._remember_job, work),
             )  # fmt: skip
 
         return call_with_retries(
-            once, deadline=deadline, job_id=job.job_id, backoff=self.backoff,
+            once, deadline=deadline, backoff=self.backoff,
             on_retry=self.telemetry.retry, sleep=self._sleep,
         )  # fmt: skip
 
-    def _remember_job(self, job: _Job, job_id: str) -> None:
-        job.job_id = job_id
-        self.store.record_job(job.ref, job_id, job.provider.name)
+    def _remember_job(self, work: _Work, job_id: str) -> None:
+        work.job_id = job_id
+        self.store.record_job(work.claim, job_id, work.provider.name)
 
-    def _tag(self, job: _Job, text: str) -> tuple[str, str | None, str | None]:
+    def _tag(self, work: _Work, text: str) -> tuple[TagStatus, str | None, str | None]:
         """(tag_status, error, the value now on the object that is ours or None).
 
         The tags are read again here, not reused from before the provider call: PutObjectTagging
         replaces the whole set, and tags the uploader added meanwhile must survive.
+
+        In an unversioned bucket the key may name a new object by now, and S3 cannot make a
+        tag write conditional: the ETag is checked just before the write and again after it,
+        and a caption that landed on a replacement is taken off again.
         """
-        ref = job.ref
+        ref = work.claim.ref
         tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
-        plan: TagPlan = plan_caption_tag(tags, self.config.tag_key, text, ours=job.our_tag)
+        plan = plan_caption_tag(tags, self.config.tag_key, text, ours=work.claim.our_tag)
         ours = plan.value if plan.status is TagStatus.WRITTEN else None
         if plan.tags is None:
-            return plan.status.value, None, ours
+            return plan.status, None, ours
+        pinned = ref.version_id is None
+        if pinned and not self._is_current(ref):
+            return TagStatus.FAILED, "the object was replaced while it was captioned", None
         try:
             self.objects.put_tags(ref.bucket, ref.key, ref.version_id, plan.tags)
         except ObjectMissing:
             raise
         except Exception as exc:  # the caption is paid for: keep it, say why
-            error = f"tag not written: {type(exc).__name__}: {exc}"[:500]
-            return TagStatus.FAILED.value, error, None
-        return plan.status.value, None, ours
+            return TagStatus.FAILED, f"tag not written: {type(exc).__name__}: {exc}"[:500], None
+        if pinned and not self._is_current(ref):
+            self._untag(ref, plan.value)
+            return TagStatus.FAILED, "the object was replaced while it was tagged", None
+        return plan.status, None, ours
 
-    def _record_retry(
-        self,
-        ref: ObjectRef,
-        fields: dict[str, Any],
-        exc: Exception,
-        attempt: Attempt,
-        provider_name: str,
-        job_id: str | None,
-    ) -> None:
+    def _is_current(self, ref: ObjectRef) -> bool:
+        return self.objects.head(ref.bucket, ref.key, None).etag == ref.etag
+
+    def _untag(self, ref: ObjectRef, value: str) -> None:
+        """Take our caption off a replacement object (best effort: its own caption run
+        replaces a leftover anyway, since the value is remembered as ours on the row)."""
+        with contextlib.suppress(Exception):
+            tags = self.objects.get_tags(ref.bucket, ref.key, None)
+            if (self.config.tag_key, value) in tags:
+                kept = [(k, v) for k, v in tags if k != self.config.tag_key]
+                self.objects.put_tags(ref.bucket, ref.key, None, kept)
+
+    def _record_retry(self, work: _Work, exc: Exception) -> None:
         """Say on the row why the message is coming back, and FAILED when it will not.
 
-        Best effort: when the store itself is what failed, the original error matters more.
+        Never over a paid caption (the next delivery finishes its tag), and best effort: when
+        the store itself is what failed, the original error matters more.
         """
+        if work.captioned:
+            return
+        attempt = work.attempt
         if attempt.is_last:
             status = Status.FAILED
             reason = f"gave up after {attempt.receive_count} deliveries; message dead-lettered"
@@ -329,24 +358,36 @@ class Pipeline:
         if isinstance(exc, ProviderConfigError):
             reason = f"provider configuration: {exc}; {reason} (redrive after fixing it)"
         error = str(exc) if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
-        row = fields | {
-            "status": status.value, "reason": reason, "last_error": error[:1000],
-            "provider": provider_name, "lease_until": None,
-            "provider_job_id": job_id, "provider_job_rev": ref.revision if job_id else None,
-        }  # fmt: skip
+        result = Result(
+            status, reason=reason, last_error=error[:1000], provider=work.provider.name,
+            provider_job_id=work.job_id, **_image_fields(work.image),
+        )  # fmt: skip
         with contextlib.suppress(Exception):  # the caller re-raises the original error
-            self.store.finish(ref, row, remove=[f for f in RESULT_FIELDS if f not in row])
+            self.store.save_result(work.claim, result, keep_lease=False)
 
-    def _finish(
-        self, ref: ObjectRef, base: dict[str, Any], status: Status, **fields: Any
-    ) -> Outcome:
-        row = {**base, "status": status.value, "lease_until": None, **fields}
-        if status is not Status.FAILED and "last_error" not in fields:
-            row["last_error"] = None
-        if status in (Status.CAPTIONED, Status.REJECTED, Status.SKIPPED, Status.DELETED):
-            row.setdefault("reason", None)
-        removable = [f for f in RESULT_FIELDS if f not in row]
-        if not self.store.finish(ref, row, removable):
-            return Outcome("STALE", "a newer version took the row while this one was processed")
-        detail = str(fields.get("reason") or fields.get("caption") or "")
-        return Outcome(status.value, detail)
+    def _save(self, work: _Work, result: Result) -> Outcome:
+        if not self.store.save_result(work.claim, result):
+            return _taken()
+        return Outcome(result.status, result.reason or result.caption or "")
+
+
+def _taken() -> Outcome:
+    return Outcome(
+        Unchanged.STALE, "a delete or a newer version took the row while this one was processed"
+    )
+
+
+def _image_fields(info: ImageInfo | None) -> dict[str, object]:
+    if info is None:
+        return {}
+    return {"format": info.format, "width": info.width, "height": info.height}
+
+
+def _captioned(caption: Caption, info: ImageInfo) -> Result:
+    labels = [{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
+    return Result(
+        Status.CAPTIONED, caption=caption.text, provider=caption.provider,
+        length=caption.length, model=caption.model, labels=labels or None,
+        provider_latency_ms=round(caption.latency_ms, 1), provider_job_id=caption.job_id,
+        format=info.format, width=info.width, height=info.height,
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from captioner.errors import ProviderPending, ProviderTransientError
+from captioner.errors import ProviderTransientError
 
 
 @dataclass(frozen=True)
@@ -23,26 +23,25 @@ class Backoff:
 
 
 def call_with_retries[T](
-    fn: Callable[[str | None], T],
+    fn: Callable[[], T],
     *,
     deadline: float,
-    job_id: str | None = None,
     backoff: Backoff = Backoff(),
     on_retry: Callable[[Exception, float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
 ) -> T:
-    """Call ``fn(job_id)`` until it succeeds, a non-transient error is raised, the attempts
-    run out, or the next wait would pass ``deadline``; then the last error propagates.
-    A ``ProviderPending`` hands its job id to the next call, so it polls instead of paying."""
+    """Call ``fn()`` until it succeeds, a non-transient error is raised, the attempts run
+    out, or the next wait would pass ``deadline``; then the last error propagates.
+
+    Jobs a provider queued travel through the provider's ``on_job`` callback, not through
+    here: every call reads the newest job id its caller knows, so a retry polls, never pays."""
     attempt = 0
     while True:
         try:
-            return fn(job_id)
+            return fn()
         except ProviderTransientError as exc:
-            if isinstance(exc, ProviderPending):
-                job_id = exc.job_id
             attempt += 1
             wait = backoff.delay(attempt, exc.retry_after, rand)
             if attempt >= backoff.max_attempts or clock() + wait >= deadline:

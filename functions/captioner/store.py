@@ -4,19 +4,37 @@ Key schema (documented in the README): partition key ``bucket``, sort key ``key`
 secondary indexes ``by-bucket-updated`` (bucket, updated_at) and ``by-status-updated``
 (status, updated_at). Every write is conditional, so a duplicate or out-of-order delivery
 never overwrites the row of a newer object version.
+
+How a delivery owns a row (each step is one conditional UpdateItem):
+
+    delivery A (v1)                       delivery B (v1, a duplicate)        delete
+    claim: PENDING, lease, token a  --->  claim fails: live lease (BUSY)
+    provider call (paid)
+    save_result: CAPTIONED, caption  (only while token = a)
+    tags                                  claim fails: CAPTIONED (DONE)
+    finish: tag_status, lease removed                                       DELETED, token removed
+                                                                            (a late write of A fails)
+
+The lease runs to the end of A's invocation (plus clock skew), so it cannot lapse while A
+is alive; the token fences A's later writes, so a delete or a newer version that took the
+row in between is never overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+
+from captioner.tags import TAG_SETTLED, TagStatus
 
 INDEX_BY_BUCKET = "by-bucket-updated"
 INDEX_BY_STATUS = "by-status-updated"
@@ -26,6 +44,8 @@ _deser = TypeDeserializer()
 
 
 class Status(StrEnum):
+    """A row's status: what happened to the newest version of the object."""
+
     PENDING = "PENDING"
     CAPTIONED = "CAPTIONED"
     REJECTED = "REJECTED"
@@ -34,9 +54,23 @@ class Status(StrEnum):
     DELETED = "DELETED"
 
 
+# Statuses after which nothing more happens to a version (unless it is redriven or backfilled).
+FINAL_STATUSES = frozenset(
+    {Status.CAPTIONED, Status.REJECTED, Status.SKIPPED, Status.FAILED, Status.DELETED}
+)
+
+
+class Unchanged(StrEnum):
+    """Why a message was consumed without writing a row."""
+
+    IGNORED = "IGNORED"  # nothing to caption (tagging event, folder marker, gone object)
+    DUPLICATE = "DUPLICATE"  # this version is already captioned
+    STALE = "STALE"  # a newer version (or a delete) owns the row
+
+
 class ClaimOutcome(StrEnum):
     CLAIMED = "CLAIMED"  # ours to process
-    DONE = "DONE"  # this version is already captioned: do not pay again
+    DONE = "DONE"  # this version is already captioned (and tagged): do not pay again
     STALE = "STALE"  # the row belongs to a newer version (larger S3 sequencer)
     BUSY = "BUSY"  # another delivery of this version holds a live lease
 
@@ -61,10 +95,77 @@ class ObjectRef:
 @dataclass(frozen=True)
 class Claim:
     outcome: ClaimOutcome
-    previous: dict[str, Any] | None  # the row as it was before (or that blocked) the claim
+    ref: ObjectRef
+    previous: dict[str, Any] | None  # the row before the claim (or the row that blocked it)
+    token: str = ""  # the fence: every later write of this delivery requires it
 
-    def same_revision(self, ref: ObjectRef) -> bool:
-        return bool(self.previous) and self.previous.get("revision") == ref.revision
+    @property
+    def same_revision(self) -> bool:
+        """The previous row described this very version (a retry or a duplicate)."""
+        return bool(self.previous) and self.previous.get("revision") == self.ref.revision
+
+    @property
+    def attempts(self) -> int:
+        """Deliveries that claimed this version, this one included."""
+        before = int((self.previous or {}).get("attempts", 0)) if self.same_revision else 0
+        return before + 1
+
+    @property
+    def job_id(self) -> str | None:
+        """The provider job an earlier delivery queued for this version: poll it, free."""
+        prev = self.previous or {}
+        if self.same_revision and prev.get("provider_job_rev") == self.ref.revision:
+            return prev.get("provider_job_id")
+        return None
+
+    @property
+    def our_tag(self) -> str | None:
+        """The caption tag value an earlier delivery wrote: ours to replace.
+
+        In an unversioned bucket an upload replaces the object and its tags, so a caption
+        tag on the new object equal to the value we wrote for the old one can only be our
+        own late write (see ``Pipeline._tag``): ours to replace too."""
+        prev = self.previous or {}
+        if self.same_revision or (prev and self.ref.version_id is None):
+            return prev.get("tag_value")
+        return None
+
+    def reusable_caption(self, provider: str | None) -> dict[str, Any] | None:
+        """The paid caption of this version, when only its tag is left to do."""
+        prev = self.previous or {}
+        if not (self.same_revision and prev.get("status") == Status.CAPTIONED):
+            return None
+        if not prev.get("caption") or (provider and prev.get("provider") != provider):
+            return None
+        return prev
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an attempt at one version ended with: every result field of the row.
+
+    Fields left ``None`` are removed from the row, so nothing of an earlier attempt or an
+    earlier version survives next to this one. The field names are the row's attribute names.
+    """
+
+    status: Status
+    reason: str | None = None
+    last_error: str | None = None
+    caption: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    labels: list[dict[str, Any]] | None = None
+    length: str | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    provider_latency_ms: float | None = None
+    provider_job_id: str | None = None
+    tag_status: str | None = None
+    tag_value: str | None = None
+
+
+RESULT_FIELDS = (*(f.name for f in fields(Result)), "provider_job_rev", "deleted_at")
 
 
 def now_iso(clock: Callable[[], datetime] | None = None) -> str:
@@ -73,13 +174,26 @@ def now_iso(clock: Callable[[], datetime] | None = None) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
+# Sequencer order values start with this mark. Rows written before version 0.2 hold
+# left-padded values without it (a wrong order: see ``sequencer_order``); they are rewritten
+# from the raw ``sequencer`` the first time a write meets them.
+_ORDER_MARK = "R"
+
+
 def sequencer_order(sequencer: str | None) -> str | None:
-    """S3 sequencers are hex strings where the greater value is later; pad them so the
-    comparison DynamoDB does (on strings) is the numeric one."""
-    if not sequencer:
+    """A value whose string order is S3's event order.
+
+    AWS: "The sequencers can be different lengths. To compare these values, right-pad the
+    shorter value with zeros, and then do a lexicographical comparison." Padding every value
+    on the right to one width does exactly that, and DynamoDB compares strings byte-wise.
+    """
+    if not sequencer or not sequencer.strip():
         return None
-    s = sequencer.strip().upper()
-    return s.rjust(64, "0")
+    return _ORDER_MARK + sequencer.strip().upper().ljust(64, "0")
+
+
+def is_legacy_order(order: Any) -> bool:
+    return isinstance(order, str) and not order.startswith(_ORDER_MARK)
 
 
 class CaptionStore:
@@ -91,7 +205,7 @@ class CaptionStore:
     ) -> None:
         self.table_name = table_name
         self._db = dynamodb_client
-        self._clock = clock
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     def now(self) -> str:
         return now_iso(self._clock)
@@ -102,78 +216,140 @@ class CaptionStore:
         )
         return _from_item(resp["Item"]) if "Item" in resp else None
 
-    def claim(self, ref: ObjectRef, lease_until: str, provider: str) -> Claim:
-        """Mark the row PENDING for this version, unless a newer version, a finished caption
-        of this version, or a live lease of another delivery says not to. One round trip:
-        the old row comes back either way (it holds the provider job id of an earlier try)."""
-        now = self.now()
-        names = {"#b": "bucket", "#rev": "revision", "#st": "status", "#lease": "lease_until",
-                 "#prov": "provider"}  # fmt: skip
-        values: dict[str, Any] = {
-            ":rev": ref.revision,
-            ":prov": provider,
-            ":captioned": Status.CAPTIONED.value,
-            ":pending": Status.PENDING.value,
-            ":now": now,
-            ":lease": lease_until,
-            ":one": 1,
-            ":zero": 0,
-        }
-        names |= {"#upd": "updated_at", "#cre": "created_at", "#att": "attempts"}
-        sets = [
-            "#st = :pending",
-            "#rev = :rev",
-            "#lease = :lease",
-            "#upd = :now",
-            "#cre = if_not_exists(#cre, :now)",
-            "#att = if_not_exists(#att, :zero) + :one",
-        ]
-        blocked = [
-            "(#rev = :rev AND #st = :captioned AND #prov = :prov)",
-            "(#rev = :rev AND #st = :pending AND #lease > :now)",
-        ]
+    # -- claiming a version ----------------------------------------------------------------
+
+    def claim(self, ref: ObjectRef, lease_seconds: float, provider: str | None = None) -> Claim:
+        """Mark the row PENDING for this version under a lease and a fresh fence token.
+
+        Refused (with the blocking row) when a newer version owns the row (STALE), this
+        version is captioned and tagged (DONE; ``provider`` names an explicitly requested
+        provider: then only its own caption counts), or another delivery of this version
+        holds a live lease (BUSY). A row of an older version is taken over in a second
+        write that starts the new version afresh (attempts 1, no result fields)."""
+        takeover: str | None = None  # the older revision we expect to replace
+        for _ in range(4):
+            token = uuid.uuid4().hex
+            lease = now_iso(lambda: self._clock() + timedelta(seconds=lease_seconds))
+            try:
+                old = self._claim_write(ref, token, lease, provider, takeover)
+            except _Refused as refused:
+                old = refused.row
+                if is_legacy_order(old.get("sequencer_order")):
+                    self._migrate_order(ref.bucket, ref.key, old)
+                    continue
+                verdict = _why_blocked(old, ref, provider, self.now())
+                if verdict is not None:
+                    return Claim(verdict, ref, old)
+                takeover = old.get("revision")
+                continue
+            return Claim(ClaimOutcome.CLAIMED, ref, old, token)
+        return Claim(ClaimOutcome.BUSY, ref, None)  # rows changing under us: come back later
+
+    def _claim_write(
+        self, ref: ObjectRef, token: str, lease: str, provider: str | None, takeover: str | None
+    ) -> dict[str, Any] | None:
+        w = _Write()
+        w.set("status", Status.PENDING.value)
+        w.set("revision", ref.revision)
+        w.set("lease_until", lease)
+        w.set("claim_token", token)
+        w.set("updated_at", self.now())
+        w.set_expr("created_at", f"if_not_exists({w.name('created_at')}, {w.value(self.now())})")
+        for attr, val in (("version_id", ref.version_id), ("etag", ref.etag), ("size", ref.size)):
+            w.set(attr, val)
         order = sequencer_order(ref.sequencer)
         if order:
-            names["#seq"] = "sequencer_order"
-            values[":seq"] = order
-            values[":sequencer"] = ref.sequencer
-            names["#sequencer"] = "sequencer"
-            sets += ["#seq = :seq", "#sequencer = :sequencer"]
-            blocked.append("#seq > :seq")
-        for attr, val in (("version_id", ref.version_id), ("etag", ref.etag), ("size", ref.size)):
-            if val is not None:
-                names[f"#{attr}"] = attr
-                values[f":{attr}"] = val
-                sets.append(f"#{attr} = :{attr}")
-        condition = f"attribute_not_exists(#b) OR NOT ({' OR '.join(blocked)})"
-        try:
-            resp = self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(ref.bucket, ref.key),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(values),
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            w.set("sequencer_order", order)
+            w.set("sequencer", ref.sequencer)
+        seq_ok = _seq_condition(w, order, "<=")
+        if takeover is None:
+            att = w.name("attempts")
+            w.set_expr("attempts", f"if_not_exists({att}, {w.value(0)}) + {w.value(1)}")
+            done = (
+                f"{w.name('status')} = {w.value(Status.CAPTIONED.value)}"
+                f" AND {w.name('tag_status')} IN ({', '.join(w.value(t.value) for t in TAG_SETTLED)})"
             )
-        except ClientError as exc:
-            if not _is_condition_failure(exc):
-                raise
-            old = _from_item(exc.response.get("Item") or {})
-            return Claim(_why_blocked(old, ref, order, provider), old)
-        old = _from_item(resp["Attributes"]) if resp.get("Attributes") else None
-        return Claim(ClaimOutcome.CLAIMED, old)
+            if provider:
+                done += f" AND {w.name('provider')} = {w.value(provider)}"
+            live = f"{w.name('lease_until')} > {w.value(self.now())}"
+            same = f"{w.name('revision')} = {w.value(ref.revision)}"
+            w.condition = (
+                f"attribute_not_exists({w.name('bucket')}) OR "
+                f"({same} AND NOT ({done}) AND NOT ({live}) AND {seq_ok})"
+            )
+        else:
+            # A newer version takes the row: nothing of the older one's result stays.
+            w.set("attempts", 1)
+            for attr in RESULT_FIELDS:
+                w.remove(attr)
+            w.condition = f"{w.name('revision')} = {w.value(takeover)} AND {seq_ok}"
+        attrs = self._update(ref.bucket, ref.key, w, return_old=True)
+        return attrs or None
 
-    def record_job(self, ref: ObjectRef, job_id: str, provider: str) -> None:
+    def _migrate_order(self, bucket: str, key: str, row: dict[str, Any]) -> None:
+        """Rewrite a pre-0.2 (left-padded) sequencer order from the raw sequencer, unless
+        someone changed it meanwhile (then the next try sees their value)."""
+        w = _Write()
+        order = sequencer_order(row.get("sequencer"))
+        if order:
+            w.set("sequencer_order", order)
+        else:
+            w.remove("sequencer_order")
+        w.condition = f"{w.name('sequencer_order')} = {w.value(row['sequencer_order'])}"
+        with contextlib.suppress(_Refused):
+            self._update(bucket, key, w)
+
+    # -- writes of the claim holder --------------------------------------------------------
+
+    def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:
         """Remember a queued provider job so a retry polls it instead of paying again."""
-        fields = {"provider_job_id": job_id, "provider_job_rev": ref.revision, "provider": provider,
-                  "updated_at": self.now()}  # fmt: skip
-        self._update_own(ref, fields, [])
+        w = self._fenced(claim)
+        w.set("provider_job_id", job_id)
+        w.set("provider_job_rev", claim.ref.revision)
+        w.set("provider", provider)
+        return self._try(claim.ref, w)
 
-    def finish(self, ref: ObjectRef, fields: Mapping[str, Any], remove: list[str]) -> bool:
-        """Write the outcome for this version. False when a newer version took the row."""
-        return self._update_own(ref, {**fields, "updated_at": self.now()}, remove)
+    def save_result(self, claim: Claim, result: Result, *, keep_lease: bool = False) -> bool:
+        """Write the outcome of this attempt (``keep_lease`` while its tag is still to do).
+        False when a delete or another delivery took the row since the claim (the fence
+        token no longer matches)."""
+        w = self._fenced(claim)
+        values = asdict(result)
+        values["status"] = result.status.value
+        values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
+        for attr in RESULT_FIELDS:
+            values.setdefault(attr, None)
+        for attr, val in values.items():
+            w.set(attr, val)
+        if not keep_lease:
+            w.remove("lease_until")
+        return self._try(claim.ref, w)
+
+    def save_tag(
+        self, claim: Claim, tag_status: TagStatus, tag_value: str | None, error: str | None
+    ) -> bool:
+        """The caption's tag step is over: record it and release the lease."""
+        w = self._fenced(claim)
+        w.set("tag_status", tag_status.value)
+        w.set("tag_value", tag_value)
+        w.set("last_error", error)
+        w.remove("lease_until")
+        return self._try(claim.ref, w)
+
+    def _fenced(self, claim: Claim) -> _Write:
+        w = _Write()
+        w.set("updated_at", self.now())
+        w.condition = f"{w.name('claim_token')} = {w.value(claim.token)}"
+        return w
+
+    def _try(self, ref: ObjectRef, w: _Write) -> bool:
+        try:
+            self._update(ref.bucket, ref.key, w)
+        except _Refused:
+            return False
+        return True
+
+    # -- deletes ---------------------------------------------------------------------------
 
     def mark_deleted(
         self, bucket: str, key: str, version_id: str | None, sequencer: str | None, whole: bool
@@ -182,91 +358,145 @@ class CaptionStore:
 
         ``whole`` is True when the object is gone from listings (a delete marker, or an
         unversioned delete); a delete of one specific old version only counts when it is the
-        version the row describes. Nothing is created for objects the table never saw.
+        version the row describes. Nothing is created for objects the table never saw. The
+        fence token is removed, so a delivery still captioning the object cannot undo this.
         """
-        now = self.now()
-        names = {"#b": "bucket", "#st": "status", "#upd": "updated_at", "#del": "deleted_at",
-                 "#lease": "lease_until"}  # fmt: skip
-        values: dict[str, Any] = {":deleted": Status.DELETED.value, ":now": now}
-        sets = ["#st = :deleted", "#upd = :now", "#del = :now"]
-        conds = ["attribute_exists(#b)"]
-        order = sequencer_order(sequencer)
-        if order:
-            names["#seq"] = "sequencer_order"
-            values[":seq"] = order
-            values[":sequencer"] = sequencer
-            names["#sequencer"] = "sequencer"
-            conds.append("(attribute_not_exists(#seq) OR #seq < :seq)")
-            sets += ["#seq = :seq", "#sequencer = :sequencer"]
-        if not whole and version_id:
-            names["#vid"] = "version_id"
-            values[":vid"] = version_id
-            conds.append("#vid = :vid")
-        return self._conditional_update(
-            bucket, key, "SET " + ", ".join(sets) + " REMOVE #lease", " AND ".join(conds),
-            names, values,
-        )  # fmt: skip
+        for _ in range(2):
+            w = _Write()
+            now = self.now()
+            w.set("status", Status.DELETED.value)
+            w.set("updated_at", now)
+            w.set("deleted_at", now)
+            w.remove("lease_until")
+            w.remove("claim_token")
+            order = sequencer_order(sequencer)
+            if order:
+                w.set("sequencer_order", order)
+                w.set("sequencer", sequencer)
+            conds = [f"attribute_exists({w.name('bucket')})", _seq_condition(w, order, "<")]
+            if not whole and version_id:
+                conds.append(f"{w.name('version_id')} = {w.value(version_id)}")
+            w.condition = " AND ".join(conds)
+            try:
+                self._update(bucket, key, w)
+            except _Refused as refused:
+                if is_legacy_order(refused.row.get("sequencer_order")):
+                    self._migrate_order(bucket, key, refused.row)
+                    continue
+                return False
+            return True
+        return False
 
-    def _update_own(self, ref: ObjectRef, fields: Mapping[str, Any], remove: list[str]) -> bool:
-        names = {"#rev": "revision"}
-        values: dict[str, Any] = {":rev": ref.revision}
-        sets = []
-        for i, (attr, val) in enumerate(fields.items()):
-            if val is None:
-                remove = [*remove, attr]
-                continue
-            names[f"#f{i}"] = attr
-            values[f":f{i}"] = val
-            sets.append(f"#f{i} = :f{i}")
-        condition = "#rev = :rev"
-        order = sequencer_order(ref.sequencer)
-        if order:
-            names["#seq"] = "sequencer_order"
-            values[":seq"] = order
-            condition += " AND (attribute_not_exists(#seq) OR #seq <= :seq)"
-        expr = "SET " + ", ".join(sets)
-        removable = [a for a in dict.fromkeys(remove) if a not in fields or fields[a] is None]
-        if removable:
-            for j, attr in enumerate(removable):
-                names[f"#r{j}"] = attr
-            expr += " REMOVE " + ", ".join(f"#r{j}" for j in range(len(removable)))
-        return self._conditional_update(ref.bucket, ref.key, expr, condition, names, values)
+    # -- plumbing --------------------------------------------------------------------------
 
-    def _conditional_update(
-        self,
-        bucket: str,
-        key: str,
-        expression: str,
-        condition: str,
-        names: dict[str, str],
-        values: dict[str, Any],
-    ) -> bool:
-        """UpdateItem; False (not an error) when the condition says the row is not ours."""
+    def _update(
+        self, bucket: str, key: str, w: _Write, *, return_old: bool = False
+    ) -> dict[str, Any]:
+        """One conditional UpdateItem; ``_Refused`` (with the row as it is) when the
+        condition fails."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _key(bucket, key),
+            "UpdateExpression": w.expression(),
+            "ConditionExpression": w.condition,
+            "ExpressionAttributeNames": w.names,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if w.values:
+            kwargs["ExpressionAttributeValues"] = _values(w.values)
+        if return_old:
+            kwargs["ReturnValues"] = "ALL_OLD"
         try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(bucket, key),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(values),
-            )
+            resp = self._db.update_item(**kwargs)
         except ClientError as exc:
             if _is_condition_failure(exc):
-                return False
+                raise _Refused(_from_item(exc.response.get("Item") or {})) from None
             raise
-        return True
+        return _from_item(resp.get("Attributes") or {})
+
+
+class _Refused(Exception):
+    """A conditional write's condition did not hold; ``row`` is the item as it was."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__("conditional check failed")
+        self.row = row
+
+
+class _Write:
+    """An UpdateItem being assembled: placeholders for every name and value, SETs of
+    non-None values, REMOVEs of None ones."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self._sets: list[str] = []
+        self._removes: list[str] = []
+        self.condition = ""
+
+    def name(self, attr: str) -> str:
+        for placeholder, known in self.names.items():
+            if known == attr:
+                return placeholder
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = attr
+        return placeholder
+
+    def value(self, val: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = val
+        return placeholder
+
+    def set(self, attr: str, val: Any) -> None:
+        if val is None:
+            self.remove(attr)
+        else:
+            self.set_expr(attr, self.value(val))
+
+    def set_expr(self, attr: str, expr: str) -> None:
+        self._sets.append(f"{self.name(attr)} = {expr}")
+
+    def remove(self, attr: str) -> None:
+        placeholder = self.name(attr)
+        if placeholder not in self._removes and not any(
+            s.startswith(placeholder + " ") for s in self._sets
+        ):
+            self._removes.append(placeholder)
+
+    def expression(self) -> str:
+        sets = set(s.split(" = ")[0] for s in self._sets)
+        removes = [r for r in self._removes if r not in sets]
+        expr = "SET " + ", ".join(self._sets)
+        return expr + (" REMOVE " + ", ".join(removes) if removes else "")
+
+
+def _seq_condition(w: _Write, order: str | None, op: str) -> str:
+    """The row has no sequencer order, or an up-to-date one that is ``op`` ours. A pre-0.2
+    order fails this, so the caller rewrites it first."""
+    seq = w.name("sequencer_order")
+    if not order:
+        return f"(attribute_not_exists({seq}) OR begins_with({seq}, {w.value(_ORDER_MARK)}))"
+    return (
+        f"(attribute_not_exists({seq}) OR "
+        f"(begins_with({seq}, {w.value(_ORDER_MARK)}) AND {seq} {op} {w.value(order)}))"
+    )
 
 
 def _why_blocked(
-    old: dict[str, Any], ref: ObjectRef, order: str | None, provider: str
-) -> ClaimOutcome:
-    if order and old.get("sequencer_order", "") > order:
+    old: dict[str, Any], ref: ObjectRef, provider: str | None, now: str
+) -> ClaimOutcome | None:
+    """Why a claim was refused, or None when the row is an older version's to take over."""
+    order = sequencer_order(ref.sequencer)
+    if order and str(old.get("sequencer_order", "")) > order:
         return ClaimOutcome.STALE
-    same = old.get("revision") == ref.revision
-    if same and old.get("status") == Status.CAPTIONED and old.get("provider") == provider:
+    if old.get("revision") != ref.revision:
+        return None
+    captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
+    if captioned and (not provider or old.get("provider") == provider):
         return ClaimOutcome.DONE
-    return ClaimOutcome.BUSY
+    if str(old.get("lease_until", "")) > now:
+        return ClaimOutcome.BUSY
+    return ClaimOutcome.BUSY  # the row changed between the write and this read: try later
 
 
 def _is_condition_failure(exc: ClientError) -> bool:

@@ -33,7 +33,12 @@ class TagStatus(StrEnum):
     WRITTEN = "WRITTEN"  # our caption tag is on the object version
     KEPT_EXISTING = "KEPT_EXISTING"  # the uploader set the caption tag; we left it alone
     LIMIT_REACHED = "LIMIT_REACHED"  # the version already had 10 tags; we kept them all
-    FAILED = "FAILED"  # PutObjectTagging failed; see last_error
+    FAILED = "FAILED"  # PutObjectTagging failed (or the object changed); see last_error
+
+
+# A caption whose tag step ended in one of these is finished; otherwise a later delivery
+# (or a backfill) finishes the tag without paying again.
+TAG_SETTLED = frozenset({TagStatus.WRITTEN, TagStatus.KEPT_EXISTING, TagStatus.LIMIT_REACHED})
 
 
 @dataclass(frozen=True)

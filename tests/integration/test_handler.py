@@ -553,19 +553,21 @@ def count_aws_calls(app):
     return calls
 
 
-def test_a_real_s3_event_costs_six_aws_round_trips_and_one_paid_call(
+def test_a_real_s3_event_costs_seven_aws_round_trips_and_one_paid_call(
     app_env, fake_modelslab, lambda_context
 ):
     _, event = put_event(app_env, "cost.png", images.png())
     app = fast(handler.get_app())
     calls = count_aws_calls(app)
     handler.lambda_handler(sqs_event(event), lambda_context)
-    # claim, opt-out check, header, tags again just before writing (the uploader may have
-    # added some during the provider call), tag write, result
+    # claim, opt-out check, header, the paid caption made durable at once, tags again just
+    # before writing (the uploader may have added some during the provider call), tag write,
+    # tag result
     assert calls == [
         "UpdateItem",
         "GetObjectTagging",
         "GetObject",
+        "UpdateItem",
         "GetObjectTagging",
         "PutObjectTagging",
         "UpdateItem",
@@ -590,7 +592,7 @@ def test_an_event_without_version_adds_one_head(app_env, fake_modelslab, lambda_
     handler.lambda_handler(
         sqs_event(notification(s3_record("cost3.png", size=obj["size"]))), lambda_context
     )
-    assert calls[0] == "HeadObject" and len(calls) == 7
+    assert calls[0] == "HeadObject" and len(calls) == 8
 
 
 # -- found in review ---------------------------------------------------------------------------

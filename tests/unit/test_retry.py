@@ -28,8 +28,8 @@ def flaky(failures, exc=None):
     exc = exc or ProviderTransientError("busy")
     calls = []
 
-    def fn(job):
-        calls.append(job)
+    def fn():
+        calls.append(1)
         if len(calls) <= failures:
             raise exc
         return "ok"
@@ -67,7 +67,8 @@ def test_configuration_errors_are_not_retried():
     assert len(fn.calls) == 1
 
 
-def test_pending_job_id_is_passed_to_the_next_call():
-    fn = flaky(1, ProviderPending("queued", job_id="42"))
-    run(fn)
-    assert fn.calls == [None, "42"]
+def test_a_pending_job_is_retried_like_any_transient_fault():
+    """The job id itself travels through the provider's on_job callback (tests/faults)."""
+    fn = flaky(1, ProviderPending("queued", job_id="42", retry_after=3))
+    _, clock = run(fn, rand=lambda: 0.0)
+    assert len(fn.calls) == 2 and clock.waits == [3]

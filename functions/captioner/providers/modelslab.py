@@ -99,10 +99,11 @@ class ModelsLabProvider:
         self._check_budget(deadline)
         reply = self._poll_existing(job_id, key, deadline) if job_id else None
         if reply is None:
+            job_id = None  # gone or dead: this request is paid again
             url = image.url or self._upload(image, key, deadline)
             body = {"key": key, "init_image": url, "length": length, "base64": False}
             reply = self._post(f"{self._base}/image_editing/caption", body, key, deadline)
-        text, job = self._settle(reply, key, deadline, on_job, job_id)
+        text, job = self._settle(reply, key, deadline, on_job or (lambda _job: None), job_id)
         latency = (self._clock() - started) * 1000
         return Caption(text=text, provider=NAME, length=length, job_id=job, latency_ms=latency)
 
@@ -138,25 +139,31 @@ class ModelsLabProvider:
         reply: dict[str, Any],
         key: str,
         deadline: float,
-        on_job: Callable[[str], None] | None,
+        on_job: Callable[[str], None],
         job: str | None,
     ) -> tuple[str, str | None]:
         """Follow a reply to a caption: poll ``processing`` jobs with backoff until done.
 
-        Once a job is queued, every failure while polling is a ``ProviderPending`` carrying
-        its id, so the next attempt polls (free) instead of paying again."""
+        Once a job is paid for, its id is handed to ``on_job`` before anything else can fail
+        (a poll, the GET of a caption link), and every transient failure after that is a
+        ``ProviderPending`` carrying the id, so the next attempt polls (free) instead of
+        paying again."""
         delay = self.poll_initial
         while True:
             status = _status(reply)
-            if status == "success":
-                return self._caption_text(reply, key), job or _job_id(reply)
-            if status != "processing":
-                raise _error_for(reply, key)
             new_job = _job_id(reply)
-            if new_job and new_job != job:
+            if status in ("success", "processing") and new_job and new_job != job:
                 job = new_job
-                if on_job:
+                if status == "processing" or _is_link(_first_output(reply)):
                     on_job(job)
+            if status == "success":
+                return _keep_job(job, self._caption_text, reply, deadline), job
+            if status != "processing":
+                error = _error_for(reply, key)
+                if job and isinstance(error, ProviderTransientError):
+                    # e.g. "Rate limit exceeded" answered to a poll: the job is still queued
+                    raise ProviderPending(str(error), job_id=job, retry_after=error.retry_after)
+                raise error
             if not job:
                 raise ProviderTransientError("ModelsLab queued the job without an id to poll")
             eta = _number(reply.get("eta"))
@@ -167,10 +174,8 @@ class ModelsLabProvider:
                 )
             self._sleep(wait)
             delay = min(delay * 2, self.poll_max)
-            try:
-                reply = self._post(self._fetch_url(reply, job), {"key": key}, key, deadline)
-            except ProviderTransientError as exc:
-                raise ProviderPending(str(exc), job_id=job, retry_after=exc.retry_after) from None
+            url = self._fetch_url(reply, job)
+            reply = _keep_job(job, self._post, url, {"key": key}, key, deadline)
 
     def _fetch_url(self, reply: dict[str, Any], job: str) -> str:
         """The reply's ``fetch_result`` only when it is on the configured API host: the key is
@@ -215,22 +220,26 @@ class ModelsLabProvider:
             raise _error_for(payload, key, http=code)
         return payload
 
-    def _caption_text(self, reply: dict[str, Any], key: str) -> str:
-        output = reply.get("output")
-        first = output[0] if isinstance(output, list) and output else output
-        if isinstance(first, str) and first.startswith(("http://", "https://")):
-            first = self._fetch_text(first)
+    def _caption_text(self, reply: dict[str, Any], deadline: float) -> str:
+        first = _first_output(reply)
+        if _is_link(first):
+            first = self._fetch_text(str(first), deadline)
         if not isinstance(first, str) or not first.strip():
             raise ProviderTransientError("ModelsLab reported success with an empty output")
         return _clip(" ".join(first.split()), MAX_CAPTION_CHARS)
 
-    def _fetch_text(self, url: str) -> str:
+    def _fetch_text(self, url: str, deadline: float) -> str:
         """Some ModelsLab endpoints answer with a link to the result instead of the text.
-        Only https links (or links on the configured API host) are followed."""
+        Only https links (or links on the configured API host) are followed, and never past
+        the record's deadline: a GET still open when Lambda times out loses the whole batch."""
         if not (url.startswith("https://") or _same_origin(url, self._base)):
             raise ProviderTransientError("ModelsLab answered with a non-https caption link")
+        self._check_budget(deadline)
+        budget = min(self._timeout, deadline - self._clock())
         try:
-            with self._client.stream("GET", url) as resp:
+            with self._client.stream(
+                "GET", url, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
+            ) as resp:
                 if resp.status_code != 200:
                     raise ProviderTransientError(f"caption link answered HTTP {resp.status_code}")
                 chunks, size = [], 0
@@ -239,6 +248,10 @@ class ModelsLabProvider:
                     size += len(chunk)
                     if size > _TEXT_OUTPUT_LIMIT:
                         raise ProviderTransientError("caption link is larger than 64 KB")
+                    if self._clock() > deadline:
+                        raise ProviderTransientError("caption link is too slow")
+        except httpx.TimeoutException:
+            raise ProviderTransientError("caption link timed out") from None
         except httpx.HTTPError as exc:
             raise ProviderTransientError(
                 f"cannot fetch the caption link: {type(exc).__name__}"
@@ -306,6 +319,27 @@ def _message(reply: dict[str, Any] | None) -> str:
                 return json.dumps(msg, ensure_ascii=False)
             return str(msg)
     return ""
+
+
+def _keep_job[**P, T](
+    job: str | None, step: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run a step that follows a paid request: a transient failure keeps the job to poll."""
+    try:
+        return step(*args, **kwargs)
+    except ProviderTransientError as exc:
+        if not job or isinstance(exc, ProviderPending):
+            raise
+        raise ProviderPending(str(exc), job_id=job, retry_after=exc.retry_after) from None
+
+
+def _first_output(reply: dict[str, Any]) -> Any:
+    output = reply.get("output")
+    return output[0] if isinstance(output, list) and output else output
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
 def _job_id(reply: dict[str, Any]) -> str | None:
