@@ -68,6 +68,9 @@ class ObjectStore:
             "put_object_tagging", **_ref(bucket, key, version_id), Tagging={"TagSet": tag_set}
         )
 
+    def delete_tags(self, bucket: str, key: str, version_id: str | None) -> None:
+        self._call("delete_object_tagging", **_ref(bucket, key, version_id))
+
     def _call(self, op: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._s3, op)(**kwargs)

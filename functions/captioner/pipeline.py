@@ -339,7 +339,10 @@ class Pipeline:
             tags = self.objects.get_tags(ref.bucket, ref.key, None)
             if (self.config.tag_key, value) in tags:
                 kept = [(k, v) for k, v in tags if k != self.config.tag_key]
-                self.objects.put_tags(ref.bucket, ref.key, None, kept)
+                if kept:
+                    self.objects.put_tags(ref.bucket, ref.key, None, kept)
+                else:
+                    self.objects.delete_tags(ref.bucket, ref.key, None)
 
     def _record_retry(self, work: _Work, exc: Exception) -> None:
         """Say on the row why the message is coming back, and FAILED when it will not.

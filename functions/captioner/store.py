@@ -178,6 +178,8 @@ def now_iso(clock: Callable[[], datetime] | None = None) -> str:
 # left-padded values without it (a wrong order: see ``sequencer_order``); they are rewritten
 # from the raw ``sequencer`` the first time a write meets them.
 _ORDER_MARK = "R"
+# The revision of a row made by a delete that arrived before its object's create.
+TOMBSTONE = "deleted"
 
 
 def sequencer_order(sequencer: str | None) -> str | None:
@@ -328,8 +330,10 @@ class CaptionStore:
     def save_tag(
         self, claim: Claim, tag_status: TagStatus, tag_value: str | None, error: str | None
     ) -> bool:
-        """The caption's tag step is over: record it and release the lease."""
+        """The caption's tag step is over: record it and release the lease. (CAPTIONED again:
+        a delivery that finishes an earlier one's tag claimed the row as PENDING.)"""
         w = self._fenced(claim)
+        w.set("status", Status.CAPTIONED.value)
         w.set("tag_status", tag_status.value)
         w.set("tag_value", tag_value)
         w.set("last_error", error)
@@ -358,9 +362,12 @@ class CaptionStore:
 
         ``whole`` is True when the object is gone from listings (a delete marker, or an
         unversioned delete); a delete of one specific old version only counts when it is the
-        version the row describes. Nothing is created for objects the table never saw. The
-        fence token is removed, so a delivery still captioning the object cannot undo this.
+        version the row describes. The fence token is removed, so a delivery still captioning
+        the object cannot undo this. A whole-object delete that carries a sequencer and finds
+        no row leaves a DELETED tombstone, so that its object's create event, delivered late,
+        is refused as older instead of captioning a deleted object.
         """
+        order = sequencer_order(sequencer)
         for _ in range(2):
             w = _Write()
             now = self.now()
@@ -369,7 +376,6 @@ class CaptionStore:
             w.set("deleted_at", now)
             w.remove("lease_until")
             w.remove("claim_token")
-            order = sequencer_order(sequencer)
             if order:
                 w.set("sequencer_order", order)
                 w.set("sequencer", sequencer)
@@ -377,6 +383,11 @@ class CaptionStore:
             if not whole and version_id:
                 conds.append(f"{w.name('version_id')} = {w.value(version_id)}")
             w.condition = " AND ".join(conds)
+            if whole and order:
+                w.set_expr("created_at", f"if_not_exists({w.name('created_at')}, {w.value(now)})")
+                rev = w.name("revision")
+                w.set_expr("revision", f"if_not_exists({rev}, {w.value(TOMBSTONE)})")
+                w.condition = f"attribute_not_exists({w.name('bucket')}) OR ({w.condition})"
             try:
                 self._update(bucket, key, w)
             except _Refused as refused:

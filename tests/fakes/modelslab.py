@@ -33,6 +33,19 @@ class Reply:
 class Request:
     path: str
     body: dict[str, Any]
+    reply: Reply | None = None  # what the fake answered
+
+    @property
+    def accepted(self) -> bool:
+        """A caption request the provider took on (answered success or processing): paid."""
+        doc = self.reply.json if self.reply else None
+        return (
+            self.path.endswith("/image_editing/caption")
+            and self.reply is not None
+            and self.reply.status == 200
+            and isinstance(doc, dict)
+            and doc.get("status") in ("success", "processing")
+        )
 
 
 class FakeModelsLab:
@@ -40,9 +53,14 @@ class FakeModelsLab:
         self.requests: list[Request] = []
         self.caption_replies: deque[Reply] = deque()
         self.fetch_replies: deque[Reply] = deque()
+        # GET replies for caption links (``link_url(name)``), per name; then 200 with the text
+        self.link_replies: dict[str, deque[Reply]] = {}
+        self.link_gets: list[str] = []
         # An optional rule that answers caption requests before the queue (None: no opinion),
         # for concurrent tests where queue order would be a race.
         self.rule: Callable[[dict[str, Any]], Reply | None] | None = None
+        # The same for polls of queued jobs: called with the job id from the path.
+        self.fetch_rule: Callable[[str], Reply | None] | None = None
         self.fetch_images = fetch_images  # download init_image like the real service does
         self.fetched: list[tuple[str, int]] = []  # (url, HTTP status) of image downloads
         self._lock = threading.Lock()
@@ -70,13 +88,33 @@ class FakeModelsLab:
                     with fake._lock:
                         fake.in_flight -= 1
                 data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up on a stalled reply (its deadline)
+                    pass
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                with fake._lock:
+                    fake.link_gets.append(name)
+                    queued = fake.link_replies.get(name)
+                    reply = queued.popleft() if queued else Reply(body=f"Linked {name}.".encode())
+                if reply.delay:
+                    time.sleep(reply.delay)
+                data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (a stalled link past its deadline)
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -103,22 +141,42 @@ class FakeModelsLab:
     def queue_fetch(self, *replies: Reply | dict[str, Any]) -> None:
         self.fetch_replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
 
+    def link_url(self, name: str) -> str:
+        """A caption link on the API host (followed like ModelsLab's own links)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/links/{name}"
+
+    def queue_link(self, name: str, *replies: Reply) -> None:
+        self.link_replies.setdefault(name, deque()).extend(replies)
+
     def paid_calls(self) -> list[Request]:
         return [r for r in self.requests if r.path.endswith("/image_editing/caption")]
+
+    def accepted(self) -> list[Request]:
+        """Caption requests the provider took on: what the account is charged for."""
+        return [r for r in self.requests if r.accepted]
 
     def polls(self) -> list[Request]:
         return [r for r in self.requests if "/image_editing/fetch/" in r.path]
 
     def _answer(self, path: str, body: dict[str, Any]) -> Reply:
+        request = Request(path, body)
         with self._lock:
-            self.requests.append(Request(path, body))
+            self.requests.append(request)
+        request.reply = self._choose(path, body)
+        return request.reply
+
+    def _choose(self, path: str, body: dict[str, Any]) -> Reply:
+        ruled = self.rule(body) if self.rule and path.endswith("/image_editing/caption") else None
+        if self.fetch_rule and "/image_editing/fetch/" in path:
+            ruled = self.fetch_rule(path.rsplit("/", 1)[-1])
+        if ruled is not None:
+            return ruled
+        with self._lock:
             if "/image_editing/fetch/" in path:
                 return self.fetch_replies.popleft() if self.fetch_replies else self._success(body)
             if path.endswith("/base64_to_url"):
                 return Reply({"status": "success", "output": ["http://127.0.0.1:9/upload.png"]})
-            ruled = self.rule(body) if self.rule else None
-            if ruled is not None:
-                return ruled
             if self.caption_replies:
                 return self.caption_replies.popleft()
             return self._success(body)

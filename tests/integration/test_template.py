@@ -405,6 +405,7 @@ def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
         "s3:GetObjectVersionTagging",
         "s3:PutObjectTagging",
         "s3:PutObjectVersionTagging",
+        "s3:DeleteObjectTagging",
     }
     assert [_render(r) for r in _as_list(s3["Resource"])] in (
         ["arn:${AWS::Partition}:s3:::${UploadBucket}/*"],

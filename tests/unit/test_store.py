@@ -170,13 +170,23 @@ def test_a_job_is_remembered_for_its_version_only(store):
 # -- deletes -----------------------------------------------------------------------------------
 
 
-def test_delete_marks_only_rows_that_exist_and_are_older(store):
-    assert store.mark_deleted("b", "k", None, "05", whole=True) is False  # no row: nothing made
+def test_delete_marks_only_rows_that_are_older(store):
     store.claim(ref(seq="10"), LEASE)
     assert store.mark_deleted("b", "k", None, "05", whole=True) is False  # older than the row
     assert store.mark_deleted("b", "k", "other-version", "11", whole=False) is False
     assert store.mark_deleted("b", "k", None, "12", whole=True) is True
     assert store.get("b", "k")["status"] == "DELETED"
+
+
+def test_a_delete_before_its_create_leaves_a_tombstone_that_refuses_the_late_create(store):
+    assert store.mark_deleted("b", "k", "v9", "20", whole=False) is False  # one old version
+    assert store.mark_deleted("b", "k", None, None, whole=True) is False  # unordered: no row
+    assert store.get("b", "k") is None
+    assert store.mark_deleted("b", "k", None, "20", whole=True) is True
+    assert store.get("b", "k")["status"] == "DELETED"
+    assert store.claim(ref(seq="10"), LEASE).outcome is ClaimOutcome.STALE
+    newer = store.claim(ref("v3", "30"), LEASE)  # an upload after the delete takes the row
+    assert newer.outcome is ClaimOutcome.CLAIMED and store.get("b", "k")["version_id"] == "v3"
 
 
 def test_a_delete_fences_out_a_delivery_still_captioning(store):
