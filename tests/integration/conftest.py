@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from captioner.local.stack import LocalStack
+from captioner_tools.local.stack import LocalStack
 from captioner.store import from_item
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import FakeModelsLab

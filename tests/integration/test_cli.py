@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from captioner.cli.app import app
-from captioner.cli.render import CSV_COLUMNS
+from captioner_tools.cli.app import app
+from captioner_tools.cli.render import CSV_COLUMNS
 from tests import images
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import Reply

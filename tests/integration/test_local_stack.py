@@ -11,14 +11,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from captioner.local.poller import (
+from captioner_tools.local.poller import (
     FunctionTarget,
     LambdaContext,
     PollerSettings,
     SqsEventSource,
 )
-from captioner.local.stack import LocalStack, LocalStackError, choose_provider
-from captioner.local.template import (
+from captioner_tools.local.stack import LocalStack, LocalStackError, choose_provider
+from captioner_tools.local.template import (
     StackTemplate,
     TemplateError,
     default_template_path,
@@ -125,9 +125,9 @@ def test_template_path_flag_then_environment_then_working_directory(tmp_path, mo
 
 
 def test_package_exports_the_stack_lazily():
-    import captioner.local
+    import captioner_tools.local
 
-    assert captioner.local.LocalStack is LocalStack
+    assert captioner_tools.local.LocalStack is LocalStack
 
 
 # -- the handler's environment ---------------------------------------------------------------

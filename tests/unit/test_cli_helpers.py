@@ -15,15 +15,17 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from botocore.stub import Stubber
 from typer.testing import CliRunner
 
-from captioner.cli import render
-from captioner.cli.app import CaptionerGroup, app, register_commands
-from captioner.cli.backfill import BackfillPlan
-from captioner.cli.commands_local import parse_overrides
-from captioner.cli.errors import CliError, describe, is_loopback
-from captioner.cli.queues import redrive
-from captioner.cli.rows import parse_since
-from captioner.cli.s3url import S3Url, parse_s3_url
-from captioner.cli.target import Deployment, TargetOptions, samconfig_stack_name
+from captioner_tools.cli import render
+from captioner_tools.cli.app import CaptionerGroup, app, register_commands
+from captioner_tools.cli.backfill import BackfillPlan
+from captioner_tools.cli.commands_local import parse_overrides
+from captioner_tools.cli.errors import describe
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.errors import CliError
+from captioner_tools.cli.queues import redrive
+from captioner_tools.cli.rows import parse_since
+from captioner_tools.cli.s3url import S3Url, parse_s3_url
+from captioner_tools.cli.target import Deployment, TargetOptions, samconfig_stack_name
 
 # -- arguments ------------------------------------------------------------------------------
 
@@ -304,8 +306,6 @@ def test_redrive_does_not_hide_real_errors(sqs):
 
 
 def test_since_ages_past_year_one_are_a_clear_error():
-    from captioner.cli.errors import CliError
-
     with pytest.raises(CliError, match="before year 1"):
         parse_since("99999999d")
 
@@ -321,7 +321,7 @@ def test_since_ages_past_year_one_are_a_clear_error():
 def test_malformed_endpoint_urls_are_one_clear_line(url, message):
     from typer.testing import CliRunner
 
-    from captioner.cli.app import app
+    from captioner_tools.cli.app import app
 
     result = CliRunner().invoke(app, ["get", "s3://bucket-name/key", "--endpoint-url", url])
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output

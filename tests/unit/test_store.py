@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from captioner.local.template import table_definition
+from captioner_tools.local.template import table_definition
 from captioner.store import CaptionStore, ClaimOutcome, ObjectRef, Status, sequencer_order
 
 LEASE_FUTURE = "2999-01-01T00:00:00.000Z"

@@ -26,20 +26,21 @@ import boto3
 import httpx
 from botocore.config import Config as BotoConfig
 
-from captioner.local.poller import (
+from captioner_tools.local.poller import (
     BatchReport,
     FunctionTarget,
     PollerSettings,
     SqsEventSource,
     import_handler,
 )
-from captioner.local.template import (
+from captioner_tools.local.template import (
     FunctionSpec,
     StackTemplate,
     resolve_template_path,
     table_definition,
 )
 from captioner.providers import PROVIDERS as PROVIDER_FACTORIES
+from captioner_tools.errors import LocalStackError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
@@ -69,10 +70,6 @@ _FOREIGN_AWS_VARIABLES = (
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-class LocalStackError(Exception):
-    """The local stack cannot start (port in use, template problem, already running)."""
 
 
 @dataclass(frozen=True)

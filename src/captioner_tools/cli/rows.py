@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from captioner.cli.errors import CliError
+from captioner_tools.errors import CliError
 from captioner.store import INDEX_BY_BUCKET, INDEX_BY_STATUS, Status, from_item
 
 FINAL_STATUSES = frozenset({"CAPTIONED", "REJECTED", "SKIPPED", "FAILED"})

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from captioner.cli.rows import get_rows
+from captioner_tools.cli.rows import get_rows
 from captioner.events import backfill_message
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from captioner.cli import render
-from captioner.cli.errors import CliError
-from captioner.cli.rows import (
+from captioner_tools.cli import render
+from captioner_tools.errors import CliError
+from captioner_tools.cli.rows import (
     STATUSES,
     ListQuery,
     approximate_row_count,
@@ -18,8 +18,8 @@ from captioner.cli.rows import (
     parse_since,
     search_rows,
 )
-from captioner.cli.s3url import parse_s3_url
-from captioner.cli.target import Deployment, with_deployment
+from captioner_tools.cli.s3url import parse_s3_url
+from captioner_tools.cli.target import Deployment, with_deployment
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]

@@ -8,10 +8,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from captioner.cli import render
-from captioner.cli.queues import queue_depth, redrive
-from captioner.cli.rows import ListQuery, count_by_status, list_rows
-from captioner.cli.target import Deployment, with_deployment
+from captioner_tools.cli import render
+from captioner_tools.cli.queues import queue_depth, redrive
+from captioner_tools.cli.rows import ListQuery, count_by_status, list_rows
+from captioner_tools.cli.target import Deployment, with_deployment
 
 
 def status(

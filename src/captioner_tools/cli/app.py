@@ -3,8 +3,8 @@
 Adding a command: create ``captioner/cli/commands_<name>.py`` with a function
 ``register(app: typer.Typer) -> None`` that declares the command(s) with ``@app.command()``.
 Every ``commands_*`` module in this package is registered at import, in name order; nothing
-here needs editing. Use ``captioner.cli.target.with_deployment`` for the shared AWS options,
-raise ``captioner.cli.errors.CliError`` for user mistakes (one line on stderr, exit 1), and
+here needs editing. Use ``captioner_tools.cli.target.with_deployment`` for the shared AWS options,
+raise ``captioner_tools.cli.errors.CliError`` for user mistakes (one line on stderr, exit 1), and
 add the command's name to ``HELP_ORDER`` if it should not be listed last.
 """
 
@@ -19,8 +19,8 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from captioner.cli import errors
-from captioner.cli.render import err
+from captioner_tools.cli import errors
+from captioner_tools.cli.render import err
 
 HELP_ORDER = (
     "demo", "caption", "get", "list", "search", "status", "backfill", "redrive", "local",
@@ -68,12 +68,12 @@ app = typer.Typer(
 
 def register_commands(target: typer.Typer) -> list[str]:
     """Import every ``commands_*`` module of this package and let it add its commands."""
-    import captioner.cli as package
+    import captioner_tools.cli as package
 
     found = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
     modules = [name for name in found if name.startswith("commands_")]
     for name in modules:
-        importlib.import_module(f"captioner.cli.{name}").register(target)
+        importlib.import_module(f"captioner_tools.cli.{name}").register(target)
     return modules
 
 

@@ -12,13 +12,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from captioner.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
-from captioner.cli.errors import CliError
-from captioner.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
-from captioner.cli.render import err, out, status_text, summary_of
-from captioner.cli.rows import FINAL_STATUSES, get_rows
-from captioner.cli.samples import find_images, write_sample_photos
-from captioner.local.stack import LocalStack
+from captioner_tools.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
+from captioner_tools.errors import CliError
+from captioner_tools.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
+from captioner_tools.cli.render import err, out, status_text, summary_of
+from captioner_tools.cli.rows import FINAL_STATUSES, get_rows
+from captioner_tools.cli.samples import find_images, write_sample_photos
+from captioner_tools.local.stack import LocalStack
 
 KEY_PREFIX = "demo/"
 

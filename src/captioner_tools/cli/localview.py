@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from captioner.cli.errors import is_loopback
-from captioner.cli.render import STATUS_STYLES, out
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.cli.render import STATUS_STYLES, out
 from captioner.events import parse_message_body
-from captioner.local.poller import BatchReport
-from captioner.local.stack import LocalStack
+from captioner_tools.local.poller import BatchReport
+from captioner_tools.local.stack import LocalStack
 from captioner.store import from_item
 
 

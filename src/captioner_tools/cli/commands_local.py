@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from captioner.cli.errors import CliError
-from captioner.cli.localview import (
+from captioner_tools.errors import CliError
+from captioner_tools.cli.localview import (
     activity_printer,
     banner,
     modelslab_warning,
     print_usage,
     wait_for_interrupt,
 )
-from captioner.cli.render import err, out
-from captioner.local.stack import DEFAULT_PORT, DEFAULT_RETRY_DELAY_S, LocalStack
+from captioner_tools.cli.render import err, out
+from captioner_tools.local.stack import DEFAULT_PORT, DEFAULT_RETRY_DELAY_S, LocalStack
 
 local_app = typer.Typer(
     help="The embedded local stack: moto on 127.0.0.1 with the resources of template.yaml "

@@ -23,8 +23,9 @@ import typer
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from captioner.cli.errors import CliError, is_loopback
-from captioner.local.stack import DUMMY_CREDENTIALS
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.errors import CliError
+from captioner_tools.local.stack import DUMMY_CREDENTIALS
 
 DEFAULT_STACK_NAME = "captioner"
 LOCAL_REGION = "us-east-1"
@@ -275,8 +276,6 @@ def with_deployment[F: Callable[..., Any]](fn: F) -> F:
 def _check_endpoint(url: str) -> None:
     """An endpoint is an http(s) URL with a host and, if any, a numeric port."""
     from urllib.parse import urlsplit
-
-    from captioner.cli.errors import CliError
 
     parts = urlsplit(url)
     try:
