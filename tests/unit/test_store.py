@@ -4,8 +4,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from captioner_tools.local.template import table_definition
 from captioner.store import CaptionStore, ClaimOutcome, ObjectRef, Status, sequencer_order
+from captioner_tools.local.template import table_definition
 
 LEASE_FUTURE = "2999-01-01T00:00:00.000Z"
 LEASE_PAST = "2000-01-01T00:00:00.000Z"

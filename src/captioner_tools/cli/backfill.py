@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from captioner_tools.cli.rows import get_rows
 from captioner.events import backfill_message
+from captioner_tools.cli.rows import get_rows
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
 SQS_MAX_BATCH = 10

@@ -8,12 +8,17 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from captioner.providers import PROVIDERS
 from captioner_tools.cli import render
-from captioner_tools.cli.backfill import MODELSLAB_PRICE_USD, BackfillPlan, BackfillStats, run_backfill
-from captioner_tools.errors import CliError
+from captioner_tools.cli.backfill import (
+    MODELSLAB_PRICE_USD,
+    BackfillPlan,
+    BackfillStats,
+    run_backfill,
+)
 from captioner_tools.cli.s3url import parse_s3_url
 from captioner_tools.cli.target import Deployment, with_deployment
-from captioner.providers import PROVIDERS
+from captioner_tools.errors import CliError
 
 
 def backfill(

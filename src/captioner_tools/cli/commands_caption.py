@@ -14,11 +14,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from captioner_tools.errors import CliError
-from captioner_tools.cli.render import err, out, status_text
 from captioner.config import Config
 from captioner.files import FileCaption, caption_file, expand
 from captioner.providers import make_provider
+from captioner_tools.cli.render import err, out, status_text
+from captioner_tools.errors import CliError
 
 
 class ProviderChoice(StrEnum):

@@ -13,11 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from captioner_tools.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
-from captioner_tools.errors import CliError
 from captioner_tools.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
 from captioner_tools.cli.render import err, out, status_text, summary_of
 from captioner_tools.cli.rows import FINAL_STATUSES, get_rows
 from captioner_tools.cli.samples import find_images, write_sample_photos
+from captioner_tools.errors import CliError
 from captioner_tools.local.stack import LocalStack
 
 KEY_PREFIX = "demo/"

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from captioner_tools.errors import CliError
 from captioner_tools.cli.localview import (
     activity_printer,
     banner,
@@ -16,6 +15,7 @@ from captioner_tools.cli.localview import (
     wait_for_interrupt,
 )
 from captioner_tools.cli.render import err, out
+from captioner_tools.errors import CliError
 from captioner_tools.local.stack import DEFAULT_PORT, DEFAULT_RETRY_DELAY_S, LocalStack
 
 local_app = typer.Typer(

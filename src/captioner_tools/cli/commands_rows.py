@@ -8,7 +8,6 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from captioner_tools.cli import render
-from captioner_tools.errors import CliError
 from captioner_tools.cli.rows import (
     STATUSES,
     ListQuery,
@@ -20,6 +19,7 @@ from captioner_tools.cli.rows import (
 )
 from captioner_tools.cli.s3url import parse_s3_url
 from captioner_tools.cli.target import Deployment, with_deployment
+from captioner_tools.errors import CliError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]

@@ -14,12 +14,12 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from captioner_tools.endpoints import is_loopback
-from captioner_tools.cli.render import STATUS_STYLES, out
 from captioner.events import parse_message_body
+from captioner.store import from_item
+from captioner_tools.cli.render import STATUS_STYLES, out
+from captioner_tools.endpoints import is_loopback
 from captioner_tools.local.poller import BatchReport
 from captioner_tools.local.stack import LocalStack
-from captioner.store import from_item
 
 
 def modelslab_warning(stack: LocalStack) -> str | None:

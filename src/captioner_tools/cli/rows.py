@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from captioner_tools.errors import CliError
 from captioner.store import INDEX_BY_BUCKET, INDEX_BY_STATUS, Status, from_item
+from captioner_tools.errors import CliError
 
 FINAL_STATUSES = frozenset({"CAPTIONED", "REJECTED", "SKIPPED", "FAILED"})
 STATUSES = tuple(s.value for s in Status)

@@ -26,6 +26,8 @@ import boto3
 import httpx
 from botocore.config import Config as BotoConfig
 
+from captioner.providers import PROVIDERS as PROVIDER_FACTORIES
+from captioner_tools.errors import LocalStackError
 from captioner_tools.local.poller import (
     BatchReport,
     FunctionTarget,
@@ -39,8 +41,6 @@ from captioner_tools.local.template import (
     resolve_template_path,
     table_definition,
 )
-from captioner.providers import PROVIDERS as PROVIDER_FACTORIES
-from captioner_tools.errors import LocalStackError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
