@@ -19,9 +19,9 @@ from captioner_tools.cli import render
 from captioner_tools.cli.app import CaptionerGroup, app, register_commands
 from captioner_tools.cli.backfill import BackfillPlan
 from captioner_tools.cli.commands_local import parse_overrides
+from captioner_tools.cli.commands_rows import parse_since
 from captioner_tools.cli.errors import describe
 from captioner_tools.cli.queues import redrive
-from captioner_tools.cli.rows import parse_since
 from captioner_tools.cli.s3url import S3Url, parse_s3_url
 from captioner_tools.cli.target import Deployment, TargetOptions, samconfig_stack_name
 from captioner_tools.endpoints import is_loopback

@@ -64,7 +64,7 @@ def backfill(
             f"note: rows captioned by {plan.provider} are done for {plan.provider}: "
             "the function will skip them"
         )
-    table = deployment.table
+    captions = deployment.captions()
     queue_url = "" if dry_run else deployment.queue_url
     with Progress(
         SpinnerColumn(),
@@ -86,9 +86,8 @@ def backfill(
 
         stats = run_backfill(
             deployment.client("s3"),
-            deployment.client("dynamodb"),
+            captions,
             deployment.client("sqs"),
-            table=table,
             queue_url=queue_url,
             plan=plan,
             on_progress=show,

@@ -12,10 +12,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from captioner.store import FINAL_STATUSES
 from captioner_tools.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
 from captioner_tools.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
 from captioner_tools.cli.render import err, out, status_text, summary_of
-from captioner_tools.cli.rows import FINAL_STATUSES, get_rows
 from captioner_tools.cli.samples import find_images, write_sample_photos
 from captioner_tools.errors import CliError
 from captioner_tools.local.stack import LocalStack
@@ -120,14 +120,14 @@ def _upload(stack: LocalStack, base: Path, paths: list[Path]) -> list[str]:
 
 def _wait(stack: LocalStack, keys: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Poll the rows (BatchGetItem) until each is final or the time is up."""
-    ddb = stack.client("dynamodb")
+    captions = stack.captions()
     rows: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
     with _progress("captioning") as progress:
         task = progress.add_task("caption", total=len(keys))
         while True:
             pending = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
-            rows.update(get_rows(ddb, stack.table, stack.bucket, pending))
+            rows.update(captions.get_many(stack.bucket, pending))
             done = sum(1 for k in keys if rows.get(k, {}).get("status") in FINAL_STATUSES)
             progress.update(task, completed=done)
             if done == len(keys) or time.monotonic() >= deadline:

@@ -8,9 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from captioner.store import RowQuery, Status
 from captioner_tools.cli import render
 from captioner_tools.cli.queues import queue_depth, redrive
-from captioner_tools.cli.rows import ListQuery, count_by_status, list_rows
 from captioner_tools.cli.target import Deployment, with_deployment
 
 
@@ -28,10 +28,10 @@ def status(
     billed for) every index entry, about 0.5 read units per 4 KB, so a few million rows
     cost a few cents.
     """
-    sqs, ddb = deployment.client("sqs"), deployment.client("dynamodb")
+    sqs, captions = deployment.client("sqs"), deployment.captions()
     queue, dlq = queue_depth(sqs, deployment.queue_url), queue_depth(sqs, deployment.dlq_url)
-    counts = count_by_status(ddb, deployment.table)
-    failed = list(list_rows(ddb, deployment.table, ListQuery(status="FAILED", limit=errors)))
+    counts = captions.count_by_status()
+    failed = captions.list_rows(RowQuery(status=Status.FAILED, limit=errors))
     report = {
         "queue": {"visible": queue.visible, "in_flight": queue.in_flight, "delayed": queue.delayed},
         "dead_letter": {"visible": dlq.visible, "in_flight": dlq.in_flight},

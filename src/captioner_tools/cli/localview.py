@@ -15,7 +15,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from captioner.events import parse_message_body
-from captioner.store import from_item
 from captioner_tools.cli.render import STATUS_STYLES, out
 from captioner_tools.endpoints import is_loopback
 from captioner_tools.local.poller import BatchReport
@@ -132,12 +131,9 @@ def _row_summary(stack: LocalStack, events: list[Any]) -> str:
     ev = events[0]
     if ev.is_folder_marker:
         return "[dim]folder marker (ignored)[/]"
-    item = stack.client("dynamodb").get_item(
-        TableName=stack.table, Key={"bucket": {"S": ev.bucket}, "key": {"S": ev.key}}
-    )
-    if "Item" not in item:
+    row = stack.captions().get(ev.bucket, ev.key)
+    if row is None:
         return "[dim]nothing to record (ignored)[/]"
-    row = from_item(item["Item"])
     status = str(row.get("status"))
     text = row.get("caption") or row.get("reason") or ""
     return f"[{STATUS_STYLES.get(status, '')}]{status}[/] {escape(str(text))}"

@@ -23,6 +23,7 @@ import typer
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from captioner.store import CaptionReader
 from captioner_tools.endpoints import is_loopback
 from captioner_tools.errors import CliError
 from captioner_tools.local.stack import DUMMY_CREDENTIALS
@@ -136,6 +137,10 @@ class Deployment:
                 service, endpoint_url=self.endpoint_url, config=config
             )
         return self._clients[service]
+
+    def captions(self) -> CaptionReader:
+        """The captions table, for reading."""
+        return CaptionReader(self.table, self.client("dynamodb"))
 
     # -- names ----------------------------------------------------------------------------
 

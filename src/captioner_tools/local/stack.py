@@ -27,6 +27,7 @@ import httpx
 from botocore.config import Config as BotoConfig
 
 from captioner.providers import PROVIDERS as PROVIDER_FACTORIES
+from captioner.store import CaptionReader
 from captioner_tools.errors import LocalStackError
 from captioner_tools.local.poller import (
     BatchReport,
@@ -225,6 +226,10 @@ class LocalStack:
                 ),
             )
         return self._clients[service]
+
+    def captions(self) -> CaptionReader:
+        """The captions table, for reading."""
+        return CaptionReader(self.table, self.client("dynamodb"))
 
     def cli_environment(self) -> dict[str, str]:
         """The variables that point the ``captioner`` CLI (and the AWS CLI) at this stack."""
