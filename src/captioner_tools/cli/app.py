@@ -1,39 +1,37 @@
 """``captioner``: one tool for everything done with a deployment, in AWS or local.
 
-Adding a command: create ``captioner/cli/commands_<name>.py`` with a function
-``register(app: typer.Typer) -> None`` that declares the command(s) with ``@app.command()``.
-Every ``commands_*`` module in this package is registered at import, in name order; nothing
-here needs editing. Use ``captioner_tools.cli.target.with_deployment`` for the shared AWS options,
-raise ``captioner_tools.cli.errors.CliError`` for user mistakes (one line on stderr, exit 1), and
-add the command's name to ``HELP_ORDER`` if it should not be listed last.
+Every command is registered below, in the order ``--help`` lists them. Adding one: write
+the function in a ``commands_*.py`` module and register it here; give it
+``cls=DeploymentCommand`` if it talks to a deployment (it then takes the shared deployment
+options and reads them with ``captioner_tools.cli.options.deployment_of``). Raise
+``captioner_tools.errors.CliError`` for user mistakes (one line on stderr, exit 1).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from captioner_tools.cli import errors
+from captioner_tools.cli import (
+    commands_backfill,
+    commands_caption,
+    commands_demo,
+    commands_local,
+    commands_queue,
+    commands_rows,
+    errors,
+)
+from captioner_tools.cli.options import DeploymentCommand
 from captioner_tools.cli.render import err
-
-HELP_ORDER = (
-    "demo", "caption", "get", "list", "search", "status", "backfill", "redrive", "local",
-)  # fmt: skip
 
 
 class CaptionerGroup(TyperGroup):
-    """Lists commands in ``HELP_ORDER`` and turns known errors into one line on stderr."""
-
-    def list_commands(self, ctx: typer.Context) -> list[str]:
-        names = super().list_commands(ctx)
-        rank = {name: i for i, name in enumerate(HELP_ORDER)}
-        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+    """Turns known errors into one line on stderr."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -49,7 +47,7 @@ class CaptionerGroup(TyperGroup):
                     f"unexpected error: {type(exc).__name__}: {exc} "
                     "(set CAPTIONER_DEBUG=1 for the traceback)"
                 )
-            err.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+            err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True)
             raise typer.Exit(1) from None
 
 
@@ -66,18 +64,15 @@ app = typer.Typer(
 )
 
 
-def register_commands(target: typer.Typer) -> list[str]:
-    """Import every ``commands_*`` module of this package and let it add its commands."""
-    import captioner_tools.cli as package
-
-    found = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
-    modules = [name for name in found if name.startswith("commands_")]
-    for name in modules:
-        importlib.import_module(f"captioner_tools.cli.{name}").register(target)
-    return modules
-
-
-register_commands(app)
+app.command(rich_help_panel="Main job")(commands_demo.demo)
+app.command(rich_help_panel="Captions")(commands_caption.caption)
+app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.get)
+app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.list_)
+app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_backfill.backfill)
+app.command("redrive", cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.redrive_)
+app.add_typer(commands_local.local_app, name="local", rich_help_panel="Local stack")
 
 
 def main() -> None:

@@ -16,12 +16,13 @@ from captioner_tools.cli.backfill import (
     BackfillStats,
     run_backfill,
 )
+from captioner_tools.cli.options import deployment_of
 from captioner_tools.cli.s3url import parse_s3_url
-from captioner_tools.cli.target import Deployment, with_deployment
 from captioner_tools.errors import CliError
 
 
 def backfill(
+    ctx: typer.Context,
     url: Annotated[str, typer.Argument(metavar="s3://BUCKET/PREFIX", help="What to caption.")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count, and estimate the ModelsLab cost.")
@@ -41,8 +42,6 @@ def backfill(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Enqueue the objects already in the bucket, skipping those already captioned.
 
@@ -64,6 +63,7 @@ def backfill(
             f"note: rows captioned by {plan.provider} are done for {plan.provider}: "
             "the function will skip them"
         )
+    deployment = deployment_of(ctx)
     captions = deployment.captions()
     queue_url = "" if dry_run else deployment.queue_url
     with Progress(
@@ -150,7 +150,3 @@ def _provider(name: str | None, flag: str) -> str | None:
     if value not in PROVIDERS:
         raise CliError(f"{flag} must be one of {', '.join(sorted(PROVIDERS))}, not {name!r}")
     return value
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Operations")(with_deployment(backfill))

@@ -32,10 +32,6 @@ class LengthChoice(StrEnum):
     long = "long"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("caption", rich_help_panel="Captions")(caption)
-
-
 def caption(
     paths: Annotated[
         list[Path], typer.Argument(help="Image files or folders (searched recursively).")

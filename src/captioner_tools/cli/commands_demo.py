@@ -6,19 +6,22 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from captioner.store import FINAL_STATUSES
-from captioner_tools.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
 from captioner_tools.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
+from captioner_tools.cli.options import ProviderOpt, TemplateOpt, VisibilityOpt
 from captioner_tools.cli.render import err, out, status_text, summary_of
 from captioner_tools.cli.samples import find_images, write_sample_photos
 from captioner_tools.errors import CliError
-from captioner_tools.local.stack import LocalStack
+from captioner_tools.local import require_extra
+
+if TYPE_CHECKING:  # the 'local' extra: imported once require_extra() said it is there
+    from captioner_tools.local.stack import LocalStack
 
 KEY_PREFIX = "demo/"
 
@@ -49,6 +52,9 @@ def demo(
     """
     if directory is not None and not directory.is_dir():
         raise CliError(f"not a directory: {directory}")
+    require_extra()
+    from captioner_tools.local.stack import LocalStack
+
     with tempfile.TemporaryDirectory(prefix="captioner-demo-") as tmp:
         base = directory if directory is not None else Path(tmp)
         paths = find_images(directory) if directory is not None else write_sample_photos(base)
@@ -159,7 +165,3 @@ def _progress(what: str) -> Progress:
         transient=True,
         disable=not err.is_terminal,  # no bars in logs and pipes
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Main job")(demo)

@@ -12,15 +12,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from captioner.store import STATUSES, RowQuery
 from captioner_tools.cli import render
+from captioner_tools.cli.options import CsvOpt, JsonOpt, LimitOpt, deployment_of
 from captioner_tools.cli.s3url import parse_s3_url
-from captioner_tools.cli.target import Deployment, with_deployment
 from captioner_tools.errors import CliError
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
-LimitOpt = Annotated[
-    int, typer.Option("--limit", "-n", min=0, help="Most rows to print (0 = no limit).")
-]
 
 
 def output_format(as_json: bool, as_csv: bool) -> str:
@@ -30,14 +24,13 @@ def output_format(as_json: bool, as_csv: bool) -> str:
 
 
 def get(
+    ctx: typer.Context,
     url: Annotated[str, typer.Argument(metavar="s3://BUCKET/KEY", help="The object.")],
     as_json: JsonOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """The caption row of one object (status, caption or reason, provider, version...)."""
     target = parse_s3_url(url, object_key=True)
-    row = deployment.captions().get(target.bucket, target.key)
+    row = deployment_of(ctx).captions().get(target.bucket, target.key)
     if row is None:
         raise CliError(
             f"no caption row for {target} (not uploaded, not captioned yet, or "
@@ -50,6 +43,7 @@ def get(
 
 
 def list_(
+    ctx: typer.Context,
     url: Annotated[
         str | None,
         typer.Argument(
@@ -72,8 +66,6 @@ def list_(
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Rows newest first, from the table's indexes (never a Scan).
 
@@ -83,6 +75,7 @@ def list_(
     the rows of a bucket. Without a URL or --status, the deployment's bucket is listed.
     """
     fmt = output_format(as_json, as_csv)
+    deployment = deployment_of(ctx)
     query = RowQuery(
         status=_status(status),
         since=parse_since(since) if since else None,
@@ -98,12 +91,11 @@ def list_(
 
 
 def search(
+    ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="Words the caption must all contain.")],
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Rows whose caption contains all the words (case-insensitive).
 
@@ -114,7 +106,7 @@ def search(
     fmt = output_format(as_json, as_csv)
     if not text.split():
         raise CliError("search needs some text")
-    captions = deployment.captions()
+    captions = deployment_of(ctx).captions()
     total = captions.approximate_count()
     with Progress(
         SpinnerColumn(),
@@ -169,9 +161,3 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     return (
         f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Captions")(with_deployment(get))
-    app.command("list", rich_help_panel="Captions")(with_deployment(list_))
-    app.command(rich_help_panel="Captions")(with_deployment(search))

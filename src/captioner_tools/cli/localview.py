@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rich.markup import escape
@@ -18,7 +18,9 @@ from captioner.events import parse_message_body
 from captioner_tools.cli.render import STATUS_STYLES, out
 from captioner_tools.endpoints import is_loopback
 from captioner_tools.local.poller import BatchReport
-from captioner_tools.local.stack import LocalStack
+
+if TYPE_CHECKING:  # the 'local' extra: imported by the commands once it is there
+    from captioner_tools.local.stack import LocalStack
 
 
 def modelslab_warning(stack: LocalStack) -> str | None:

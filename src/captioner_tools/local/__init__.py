@@ -1,19 +1,21 @@
-"""The embedded local stack: moto on 127.0.0.1 with the resources of template.yaml.
+"""The embedded local stack: moto on 127.0.0.1 with the resources of template.yaml and the
+Lambda handler behind a local SQS event source (``captioner_tools.local.stack.LocalStack``).
 
-``from captioner_tools.local import LocalStack`` (see ``captioner_tools.local.stack``). The import is
-lazy so that reading the template (``captioner_tools.local.template``) does not load moto.
+Its libraries (moto's server, PyYAML, scikit-image for the demo's photos) are the
+distribution's ``local`` extra: call ``require_extra()`` before importing ``stack``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from importlib.util import find_spec
 
-__all__ = ["LocalStack", "LocalStackError"]
+from captioner_tools.errors import MissingExtra
+
+EXTRA = "local"
+EXTRA_MODULES = ("moto", "flask", "yaml", "skimage")  # flask: moto's server
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from captioner_tools.local import stack
-
-        return getattr(stack, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def require_extra() -> None:
+    """Raise ``MissingExtra`` (one line, naming the extra) unless the extra is installed."""
+    if any(find_spec(module) is None for module in EXTRA_MODULES):
+        raise MissingExtra("the local stack", EXTRA)

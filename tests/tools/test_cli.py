@@ -25,7 +25,7 @@ from captioner_tools.cli.render import CSV_COLUMNS
 from tests import images
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import Reply
-from tests.integration.conftest import (
+from tests.tools.conftest import (
     MAX_RECEIVE_COUNT,
     clean_environment,
     depth,
