@@ -415,5 +415,5 @@ def _start_reader(proc):
 
 
 def test_script_is_installed():
-    assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[cli]' first"
+    assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[dev]' first"
     assert os.access(SCRIPT, os.X_OK)
