@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from captioner import handler
-from captioner.local.template import table_definition
+from captioner_tools.local.template import table_definition
 from tests.fakes.modelslab import FakeModelsLab
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"

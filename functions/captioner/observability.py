@@ -8,6 +8,8 @@ import threading
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
+from captioner.store import Status
+
 SERVICE = "captioner"
 
 logger = Logger(service=SERVICE)
@@ -28,11 +30,11 @@ def add_metric(name: str, unit: MetricUnit, value: float = 1) -> None:
 
 # Outcomes that are worth a metric of their own (names are the dashboard's contract).
 _OUTCOME_METRICS = {
-    "CAPTIONED": "Captioned",
-    "REJECTED": "Rejected",
-    "SKIPPED": "Skipped",
-    "FAILED": "Failed",
-    "DELETED": "Deleted",
+    Status.CAPTIONED: "Captioned",
+    Status.REJECTED: "Rejected",
+    Status.SKIPPED: "Skipped",
+    Status.FAILED: "Failed",
+    Status.DELETED: "Deleted",
     "DUPLICATE": "Duplicates",
     "STALE": "Stale",
     "IGNORED": "Ignored",

@@ -23,6 +23,7 @@ row in between is never overwritten.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -34,6 +35,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from captioner.errors import CaptionerError
 from captioner.tags import TAG_SETTLED, TagStatus
 
 INDEX_BY_BUCKET = "by-bucket-updated"
@@ -549,3 +551,166 @@ def _plain(value: Any) -> Any:
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A plain-Python row from a raw DynamoDB item (for readers such as the CLI)."""
     return _from_item(item)
+
+
+# == Reads =====================================================================================
+# The table as its readers (the command line tool) see it: one row by key, many rows by key,
+# rows newest first through the indexes (never a Scan), counts per status, and a Scan only to
+# search captions. The write path above never calls these.
+
+STATUSES: tuple[Status, ...] = tuple(Status)
+BATCH_GET_MAX = 100  # BatchGetItem's limit per request
+
+
+class TableBusy(CaptionerError):
+    """DynamoDB kept returning some keys unprocessed (throttling)."""
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """Which rows ``CaptionReader.list_rows`` returns, newest first."""
+
+    bucket: str | None = None
+    prefix: str = ""  # of the key; "" = the whole bucket
+    status: str | None = None
+    since: str | None = None  # an ``updated_at`` value (``now_iso``'s format): rows at or after
+    limit: int | None = 50  # None = every row
+
+
+class CaptionReader:
+    def __init__(self, table_name: str, dynamodb_client: Any) -> None:
+        self.table_name = table_name
+        self._db = dynamodb_client
+
+    def get(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """The row of one object (a consistent read), or None."""
+        return CaptionStore(self.table_name, self._db).get(bucket, key)
+
+    def get_many(
+        self, bucket: str, keys: list[str], attributes: tuple[str, ...] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """Rows by key (BatchGetItem, 100 per request), keyed by object key; ``attributes``
+        limits what is read (``bucket`` and ``key`` always come back)."""
+        wanted = list(dict.fromkeys(keys))
+        spec: dict[str, Any] = {"ConsistentRead": True}
+        if attributes:
+            names = ["bucket", "key", *attributes]
+            spec["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(names)))
+            spec["ExpressionAttributeNames"] = {f"#a{i}": n for i, n in enumerate(names)}
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), BATCH_GET_MAX):
+            chunk = wanted[start : start + BATCH_GET_MAX]
+            request = {self.table_name: {**spec, "Keys": [_key(bucket, k) for k in chunk]}}
+            for item in self._batch_get(request):
+                row = _from_item(item)
+                found[row["key"]] = row
+        return found
+
+    def _batch_get(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for attempt in range(8):
+            resp = self._db.batch_get_item(RequestItems=request)
+            for table_items in resp.get("Responses", {}).values():
+                items += table_items
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            time.sleep(min(0.05 * 2**attempt, 2.0))  # throttled: back off as AWS asks
+        raise TableBusy("DynamoDB kept some keys unprocessed (throttling); try again later")
+
+    def list_rows(self, query: RowQuery) -> list[dict[str, Any]]:
+        """Rows newest first. With a status, the status index (bucket and prefix become
+        filters: rows of one status, e.g. FAILED, are usually the smaller set); otherwise the
+        bucket index, with the prefix as a filter."""
+        if not query.status and not query.bucket:
+            raise ValueError("a query needs a bucket or a status")
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters = []
+        if query.status:
+            index, names["#p"], values[":p"] = INDEX_BY_STATUS, "status", {"S": query.status}
+            if query.bucket:
+                names["#b"], values[":b"] = "bucket", {"S": query.bucket}
+                filters.append("#b = :b")
+        else:
+            index, names["#p"], values[":p"] = INDEX_BY_BUCKET, "bucket", {"S": query.bucket}
+        if query.prefix:
+            names["#k"], values[":k"] = "key", {"S": query.prefix}
+            filters.append("begins_with(#k, :k)")
+        condition = "#p = :p"
+        if query.since:
+            condition += " AND #u >= :since"
+            names["#u"], values[":since"] = "updated_at", {"S": query.since}
+        args: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if filters:
+            args["FilterExpression"] = " AND ".join(filters)
+        if query.limit:  # a page no bigger than needed (filters drop rows after the read)
+            args["Limit"] = min(query.limit * (4 if filters else 1), 1000)
+        rows: list[dict[str, Any]] = []
+        for page in self._db.get_paginator("query").paginate(**args):
+            for item in page.get("Items", []):
+                if query.limit and len(rows) >= query.limit:
+                    return rows
+                rows.append(_from_item(item))
+        return rows
+
+    def search(
+        self,
+        text: str,
+        *,
+        limit: int | None = None,
+        on_page: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows whose caption contains every word of ``text`` (case-insensitive). A Scan: it
+        reads the whole table. ``on_page`` gets the number of rows read by each page."""
+        words = [w.lower() for w in text.split()]
+        if not words:
+            raise ValueError("search needs some text")
+        pages = self._db.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            FilterExpression="attribute_exists(#c)",  # transfer less; the cost is the same
+            ExpressionAttributeNames={"#c": "caption"},
+        )
+        rows: list[dict[str, Any]] = []
+        for page in pages:
+            if on_page:
+                on_page(int(page.get("ScannedCount", 0)))
+            for item in page.get("Items", []):
+                row = _from_item(item)
+                caption = str(row.get("caption", "")).lower()
+                if all(w in caption for w in words):
+                    if limit and len(rows) >= limit:
+                        return rows
+                    rows.append(row)
+        return rows
+
+    def count_by_status(self) -> dict[str, int]:
+        """Rows per status: a COUNT query per status on the status index (it reads, and is
+        billed for, every index entry of that status)."""
+        counts = {}
+        for status in STATUSES:
+            pages = self._db.get_paginator("query").paginate(
+                TableName=self.table_name,
+                IndexName=INDEX_BY_STATUS,
+                KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status.value}},
+                Select="COUNT",
+            )
+            counts[status.value] = sum(int(p.get("Count", 0)) for p in pages)
+        return counts
+
+    def approximate_count(self) -> int | None:
+        """DescribeTable's ItemCount (AWS refreshes it about every six hours); None if unknown."""
+        try:
+            table = self._db.describe_table(TableName=self.table_name)["Table"]
+            return int(table.get("ItemCount", 0)) or None
+        except (KeyError, ValueError):
+            return None

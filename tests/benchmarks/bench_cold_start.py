@@ -161,7 +161,7 @@ def make_job(workdir: Path) -> Path:
     """Event, context, table schema and image for the child, built with the test helpers."""
     from dataclasses import asdict
 
-    from captioner.local.template import table_definition
+    from captioner_tools.local.template import table_definition
     from tests import images
     from tests.conftest import BUCKET, TABLE, LambdaContext, notification, s3_record, sqs_event
 

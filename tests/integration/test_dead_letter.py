@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from captioner import handler
-from captioner.local.template import parameter_default, properties
+from captioner_tools.local.template import parameter_default, properties
 from tests import images
 from tests.conftest import BUCKET, fast, notification, s3_record
 from tests.fakes.modelslab import Reply

@@ -215,17 +215,28 @@ def test_sam_build_succeeds_without_docker(tmp_path: Path) -> None:
     assert size < 250 * 1024 * 1024, f"package is {size / 2**20:.0f} MiB unzipped"
     assert any(fn_dir.glob("PIL")) and any(fn_dir.glob("httpx"))
     # precompiled bytecode (/var/task is read-only: without it every cold start compiles),
-    # no second copy of the runtime's boto3, no CLI or local stack in the function
+    # no second copy of the runtime's boto3
     assert (fn_dir / "captioner" / "__pycache__" / "handler.cpython-312.pyc").is_file()
     assert list((fn_dir / "PIL" / "__pycache__").glob("Image.cpython-312.pyc"))
     assert not (fn_dir / "botocore").exists() and not (fn_dir / "boto3").exists()
-    assert (
-        not (fn_dir / "captioner" / "cli").exists()
-        and not (fn_dir / "captioner" / "local").exists()
-    )
+    # the function package is copied whole (nothing is deleted at build time), and the
+    # tools (CLI, local stack) are not in it
+    assert _files(fn_dir / "captioner") == _files(ROOT / "functions" / "captioner")
+    assert not (fn_dir / "captioner" / "cli").exists()
+    assert not (fn_dir / "captioner" / "local").exists()
+    assert not (fn_dir / "captioner_tools").exists()
     # arm64 wheels for the arm64 function, not this machine's x86_64 ones
     assert list(fn_dir.glob("PIL/_imaging.cpython-312-aarch64-linux-gnu.so"))
     assert not list(fn_dir.rglob("*x86_64-linux-gnu.so"))
+
+
+def _files(package: Path) -> set[str]:
+    """A package's files (bytecode caches aside), relative to it."""
+    return {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 # ------------------------------------------------------------------ function

@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from captioner.local.template import table_definition
 from captioner.store import (
     CaptionStore,
     ClaimOutcome,
@@ -18,6 +17,7 @@ from captioner.store import (
     TagStatus,
     sequencer_order,
 )
+from captioner_tools.local.template import table_definition
 
 LEASE = 60.0
 

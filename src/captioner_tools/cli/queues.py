@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from captioner.cli.errors import CliError
+from captioner_tools.errors import CliError
 
 SQS_MAX_BATCH = 10
 # What SQS-compatible endpoints answer for an API they lack (moto: HTTP 500).

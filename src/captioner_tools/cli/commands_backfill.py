@@ -8,15 +8,21 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from captioner.cli import render
-from captioner.cli.backfill import MODELSLAB_PRICE_USD, BackfillPlan, BackfillStats, run_backfill
-from captioner.cli.errors import CliError
-from captioner.cli.s3url import parse_s3_url
-from captioner.cli.target import Deployment, with_deployment
 from captioner.providers import PROVIDERS
+from captioner_tools.cli import render
+from captioner_tools.cli.backfill import (
+    MODELSLAB_PRICE_USD,
+    BackfillPlan,
+    BackfillStats,
+    run_backfill,
+)
+from captioner_tools.cli.options import deployment_of
+from captioner_tools.cli.s3url import parse_s3_url
+from captioner_tools.errors import CliError
 
 
 def backfill(
+    ctx: typer.Context,
     url: Annotated[str, typer.Argument(metavar="s3://BUCKET/PREFIX", help="What to caption.")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count, and estimate the ModelsLab cost.")
@@ -36,8 +42,6 @@ def backfill(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Enqueue the objects already in the bucket, skipping those already captioned.
 
@@ -59,7 +63,8 @@ def backfill(
             f"note: rows captioned by {plan.provider} are done for {plan.provider}: "
             "the function will skip them"
         )
-    table = deployment.table
+    deployment = deployment_of(ctx)
+    captions = deployment.captions()
     queue_url = "" if dry_run else deployment.queue_url
     with Progress(
         SpinnerColumn(),
@@ -81,9 +86,8 @@ def backfill(
 
         stats = run_backfill(
             deployment.client("s3"),
-            deployment.client("dynamodb"),
+            captions,
             deployment.client("sqs"),
-            table=table,
             queue_url=queue_url,
             plan=plan,
             on_progress=show,
@@ -146,7 +150,3 @@ def _provider(name: str | None, flag: str) -> str | None:
     if value not in PROVIDERS:
         raise CliError(f"{flag} must be one of {', '.join(sorted(PROVIDERS))}, not {name!r}")
     return value
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Operations")(with_deployment(backfill))

@@ -18,16 +18,14 @@ from typing import Any
 
 import yaml
 
+from captioner_tools.errors import TemplateError
+
 _INTRINSICS = {
     "Ref": "Ref", "Condition": "Condition", "GetAtt": "Fn::GetAtt",
 }  # fmt: skip
 
 TEMPLATE_ENV = "CAPTIONER_TEMPLATE"
 TEMPLATE_NAME = "template.yaml"
-
-
-class TemplateError(Exception):
-    """The template is missing or lacks something the local stack needs."""
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -51,7 +49,7 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 
 def default_template_path() -> Path:
-    """template.yaml at the repository root (functions/captioner/local → ../../..)."""
+    """template.yaml at the repository root (src/captioner_tools/local → ../../..)."""
     return Path(__file__).resolve().parents[3] / TEMPLATE_NAME
 
 

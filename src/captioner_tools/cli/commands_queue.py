@@ -8,19 +8,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from captioner.cli import render
-from captioner.cli.queues import queue_depth, redrive
-from captioner.cli.rows import ListQuery, count_by_status, list_rows
-from captioner.cli.target import Deployment, with_deployment
+from captioner.store import RowQuery, Status
+from captioner_tools.cli import render
+from captioner_tools.cli.options import deployment_of
+from captioner_tools.cli.queues import queue_depth, redrive
+from captioner_tools.cli.target import Deployment
 
 
 def status(
+    ctx: typer.Context,
     errors: Annotated[
         int, typer.Option("--errors", min=0, help="How many of the newest FAILED rows to show.")
     ] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Queue depth, messages in flight, dead-letter depth, rows per status, last errors.
 
@@ -28,10 +28,11 @@ def status(
     billed for) every index entry, about 0.5 read units per 4 KB, so a few million rows
     cost a few cents.
     """
-    sqs, ddb = deployment.client("sqs"), deployment.client("dynamodb")
+    deployment = deployment_of(ctx)
+    sqs, captions = deployment.client("sqs"), deployment.captions()
     queue, dlq = queue_depth(sqs, deployment.queue_url), queue_depth(sqs, deployment.dlq_url)
-    counts = count_by_status(ddb, deployment.table)
-    failed = list(list_rows(ddb, deployment.table, ListQuery(status="FAILED", limit=errors)))
+    counts = captions.count_by_status()
+    failed = captions.list_rows(RowQuery(status=Status.FAILED, limit=errors))
     report = {
         "queue": {"visible": queue.visible, "in_flight": queue.in_flight, "delayed": queue.delayed},
         "dead_letter": {"visible": dlq.visible, "in_flight": dlq.in_flight},
@@ -88,6 +89,7 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
 
 
 def redrive_(
+    ctx: typer.Context,
     wait: Annotated[
         bool,
         typer.Option(
@@ -95,14 +97,13 @@ def redrive_(
             "always done before returning)."
         ),
     ] = True,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Move dead-letter messages back to the caption queue, after fixing their cause.
 
     In AWS: SQS StartMessageMoveTask. Against the local stack (or any endpoint without
     that API): receive from the dead-letter queue, send to the caption queue, then delete.
     """
+    deployment = deployment_of(ctx)
     sqs = deployment.client("sqs")
     before = queue_depth(sqs, deployment.dlq_url)
     if before.visible == 0:
@@ -139,8 +140,3 @@ def redrive_(
     if result.failed:
         render.err.print(f"[red]{result.failed} message(s) could not be sent and stay in the DLQ")
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Operations")(with_deployment(status))
-    app.command("redrive", rich_help_panel="Operations")(with_deployment(redrive_))

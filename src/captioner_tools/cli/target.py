@@ -1,4 +1,4 @@
-"""Which deployment a command talks to, and the options every such command shares.
+"""Which deployment a command talks to (its options: ``captioner_tools.cli.options``).
 
 Names come from flags or their environment variables when given (``--bucket`` /
 ``CAPTIONER_BUCKET``, ``--table`` / ``CAPTIONS_TABLE``, ``--queue-url`` /
@@ -10,25 +10,22 @@ of the CloudFormation stack (``--stack-name``, default: samconfig.toml's ``stack
 
 from __future__ import annotations
 
-import functools
-import inspect
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import boto3
-import typer
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from captioner.cli.errors import CliError, is_loopback
-from captioner.local.stack import DUMMY_CREDENTIALS
+from captioner.store import CaptionReader
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.errors import CliError
+from captioner_tools.local.defaults import DUMMY_CREDENTIALS
 
 DEFAULT_STACK_NAME = "captioner"
 LOCAL_REGION = "us-east-1"
-PANEL = "Deployment (flags, else environment, else stack outputs)"
 
 OUTPUT_KEYS = {
     "bucket": "BucketName",
@@ -136,6 +133,10 @@ class Deployment:
             )
         return self._clients[service]
 
+    def captions(self) -> CaptionReader:
+        """The captions table, for reading."""
+        return CaptionReader(self.table, self.client("dynamodb"))
+
     # -- names ----------------------------------------------------------------------------
 
     @property
@@ -200,83 +201,9 @@ class Deployment:
         return f"AWS {self.region}"
 
 
-# -- the shared options -------------------------------------------------------------------
-
-
-def _option(*decls: str, envvar: str | None = None, help: str) -> Any:
-    return typer.Option(*decls, envvar=envvar, help=help, rich_help_panel=PANEL, show_default=False)
-
-
-_COMMON: dict[str, Any] = {
-    "endpoint_url": Annotated[
-        str | None,
-        _option(
-            "--endpoint-url",
-            envvar="AWS_ENDPOINT_URL",
-            help="AWS endpoint, e.g. the local stack's http://127.0.0.1:4566.",
-        ),
-    ],
-    "region": Annotated[str | None, _option("--region", envvar="AWS_REGION", help="AWS region.")],
-    "profile": Annotated[
-        str | None, _option("--profile", envvar="AWS_PROFILE", help="AWS CLI profile.")
-    ],
-    "stack_name": Annotated[
-        str | None,
-        _option(
-            "--stack-name",
-            envvar="CAPTIONER_STACK_NAME",
-            help="CloudFormation stack whose outputs name the resources "
-            "\\[default: samconfig.toml's stack_name, else captioner].",
-        ),
-    ],
-    "bucket": Annotated[
-        str | None, _option("--bucket", envvar="CAPTIONER_BUCKET", help="Upload bucket.")
-    ],
-    "table": Annotated[
-        str | None, _option("--table", envvar="CAPTIONS_TABLE", help="Captions table.")
-    ],
-    "queue_url": Annotated[
-        str | None,
-        _option("--queue-url", envvar="CAPTIONER_QUEUE_URL", help="Caption queue URL."),
-    ],
-    "dlq_url": Annotated[
-        str | None,
-        _option("--dlq-url", envvar="CAPTIONER_DLQ_URL", help="Dead-letter queue URL."),
-    ],
-}
-assert set(_COMMON) == {f.name for f in fields(TargetOptions)}
-
-
-def with_deployment[F: Callable[..., Any]](fn: F) -> F:
-    """Give a command the deployment options and call it with ``deployment=Deployment``.
-
-    The options are added to the command's signature (which is what Typer reads), so each
-    command accepts them after its own arguments: ``captioner list --endpoint-url ...``.
-    """
-    signature = inspect.signature(fn, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "deployment"]
-    common = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        for name, annotation in _COMMON.items()
-    ]
-
-    @functools.wraps(fn)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        options = TargetOptions(**{name: kwargs.pop(name, None) for name in _COMMON})
-        return fn(*args, deployment=Deployment(options), **kwargs)
-
-    parameters = [*own, *common]
-    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in parameters}
-    del command.__wrapped__  # type: ignore[attr-defined]  # Typer must see the new signature
-    return command  # type: ignore[return-value]
-
-
 def _check_endpoint(url: str) -> None:
     """An endpoint is an http(s) URL with a host and, if any, a numeric port."""
     from urllib.parse import urlsplit
-
-    from captioner.cli.errors import CliError
 
     parts = urlsplit(url)
     try:

@@ -22,10 +22,8 @@ from botocore.exceptions import (
 )
 
 from captioner.errors import CaptionerError
-from captioner.local.stack import LocalStackError
-from captioner.local.template import TemplateError
-
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.errors import ToolError
 
 _CREDENTIAL_CODES = {
     "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "InvalidAccessKeyId",
@@ -35,17 +33,9 @@ _DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation
 _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
-class CliError(Exception):
-    """A mistake the user can fix; the message is printed as it is."""
-
-
-def is_loopback(endpoint_url: str | None) -> bool:
-    return bool(endpoint_url) and urlparse(endpoint_url).hostname in LOOPBACK_HOSTS
-
-
 def describe(exc: BaseException) -> str | None:
     """One line for a known kind of error, or None for an unexpected one."""
-    if isinstance(exc, CliError | LocalStackError | TemplateError | CaptionerError):
+    if isinstance(exc, ToolError | CaptionerError):
         return str(exc)
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
         return _unreachable(exc)

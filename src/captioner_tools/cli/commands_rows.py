@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from captioner.cli import render
-from captioner.cli.errors import CliError
-from captioner.cli.rows import (
-    STATUSES,
-    ListQuery,
-    approximate_row_count,
-    get_row,
-    list_rows,
-    parse_since,
-    search_rows,
-)
-from captioner.cli.s3url import parse_s3_url
-from captioner.cli.target import Deployment, with_deployment
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
-LimitOpt = Annotated[
-    int, typer.Option("--limit", "-n", min=0, help="Most rows to print (0 = no limit).")
-]
+from captioner.store import STATUSES, RowQuery
+from captioner_tools.cli import render
+from captioner_tools.cli.options import CsvOpt, JsonOpt, LimitOpt, deployment_of
+from captioner_tools.cli.s3url import parse_s3_url
+from captioner_tools.errors import CliError
 
 
 def output_format(as_json: bool, as_csv: bool) -> str:
@@ -35,14 +24,13 @@ def output_format(as_json: bool, as_csv: bool) -> str:
 
 
 def get(
+    ctx: typer.Context,
     url: Annotated[str, typer.Argument(metavar="s3://BUCKET/KEY", help="The object.")],
     as_json: JsonOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """The caption row of one object (status, caption or reason, provider, version...)."""
     target = parse_s3_url(url, object_key=True)
-    row = get_row(deployment.client("dynamodb"), deployment.table, target.bucket, target.key)
+    row = deployment_of(ctx).captions().get(target.bucket, target.key)
     if row is None:
         raise CliError(
             f"no caption row for {target} (not uploaded, not captioned yet, or "
@@ -55,6 +43,7 @@ def get(
 
 
 def list_(
+    ctx: typer.Context,
     url: Annotated[
         str | None,
         typer.Argument(
@@ -77,8 +66,6 @@ def list_(
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Rows newest first, from the table's indexes (never a Scan).
 
@@ -88,27 +75,27 @@ def list_(
     the rows of a bucket. Without a URL or --status, the deployment's bucket is listed.
     """
     fmt = output_format(as_json, as_csv)
-    query = ListQuery(
+    deployment = deployment_of(ctx)
+    query = RowQuery(
         status=_status(status),
         since=parse_since(since) if since else None,
         limit=limit or None,
     )
     if url:
         target = parse_s3_url(url)
-        query = ListQuery(**{**query.__dict__, "bucket": target.bucket, "prefix": target.key})
+        query = replace(query, bucket=target.bucket, prefix=target.key)
     elif not query.status:
-        query = ListQuery(**{**query.__dict__, "bucket": deployment.bucket})
-    rows = list(list_rows(deployment.client("dynamodb"), deployment.table, query))
+        query = replace(query, bucket=deployment.bucket)
+    rows = deployment.captions().list_rows(query)
     render.print_rows(rows, fmt)
 
 
 def search(
+    ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="Words the caption must all contain.")],
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
-    *,
-    deployment: Deployment,
 ) -> None:
     """Rows whose caption contains all the words (case-insensitive).
 
@@ -117,8 +104,10 @@ def search(
     of ~1 KB. Fine for thousands of rows; for millions export the table and search there.
     """
     fmt = output_format(as_json, as_csv)
-    ddb = deployment.client("dynamodb")
-    total = approximate_row_count(ddb, deployment.table)
+    if not text.split():
+        raise CliError("search needs some text")
+    captions = deployment_of(ctx).captions()
+    total = captions.approximate_count()
     with Progress(
         SpinnerColumn(),
         TextColumn("scanning {task.completed} of ~{task.total} rows"),
@@ -133,7 +122,7 @@ def search(
         def advance(n: int) -> None:
             progress.advance(task, n)
 
-        rows = list(search_rows(ddb, deployment.table, text, limit=limit or None, on_page=advance))
+        rows = captions.search(text, limit=limit or None, on_page=advance)
     render.print_rows(rows, fmt)
 
 
@@ -146,7 +135,29 @@ def _status(value: str | None) -> str | None:
     return status
 
 
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Captions")(with_deployment(get))
-    app.command("list", rich_help_panel="Captions")(with_deployment(list_))
-    app.command(rich_help_panel="Captions")(with_deployment(search))
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """An ISO date/time (naive = UTC) or an age (``30m``, ``6h``, ``2d``, ``1w``) → the
+    ``updated_at`` format, which sorts as text."""
+    now = now or datetime.now(UTC)
+    age = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        try:
+            when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+        except (OverflowError, ValueError):
+            raise CliError(f"--since {text!r}: that age reaches before year 1") from None
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise CliError(
+                f"--since {text!r}: expected an ISO date/time (2026-11-25, "
+                "2026-11-25T10:00:00Z) or an age (30m, 6h, 2d)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    # Zero-padded year: the index compares these as text (year 999 must sort before 2026).
+    return (
+        f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    )

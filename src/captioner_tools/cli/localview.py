@@ -7,19 +7,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from captioner.cli.errors import is_loopback
-from captioner.cli.render import STATUS_STYLES, out
 from captioner.events import parse_message_body
-from captioner.local.poller import BatchReport
-from captioner.local.stack import LocalStack
-from captioner.store import from_item
+from captioner_tools.cli.render import STATUS_STYLES, out
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.local.poller import BatchReport
+
+if TYPE_CHECKING:  # the 'local' extra: imported by the commands once it is there
+    from captioner_tools.local.stack import LocalStack
 
 
 def modelslab_warning(stack: LocalStack) -> str | None:
@@ -132,12 +133,9 @@ def _row_summary(stack: LocalStack, events: list[Any]) -> str:
     ev = events[0]
     if ev.is_folder_marker:
         return "[dim]folder marker (ignored)[/]"
-    item = stack.client("dynamodb").get_item(
-        TableName=stack.table, Key={"bucket": {"S": ev.bucket}, "key": {"S": ev.key}}
-    )
-    if "Item" not in item:
+    row = stack.captions().get(ev.bucket, ev.key)
+    if row is None:
         return "[dim]nothing to record (ignored)[/]"
-    row = from_item(item["Item"])
     status = str(row.get("status"))
     text = row.get("caption") or row.get("reason") or ""
     return f"[{STATUS_STYLES.get(status, '')}]{status}[/] {escape(str(text))}"

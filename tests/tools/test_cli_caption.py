@@ -8,7 +8,7 @@ import pytest
 from skimage import data
 from typer.testing import CliRunner
 
-from captioner.cli.app import app
+from captioner_tools.cli.app import app
 from tests import images
 from tests.conftest import API_KEY
 

@@ -15,15 +15,17 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from botocore.stub import Stubber
 from typer.testing import CliRunner
 
-from captioner.cli import render
-from captioner.cli.app import CaptionerGroup, app, register_commands
-from captioner.cli.backfill import BackfillPlan
-from captioner.cli.commands_local import parse_overrides
-from captioner.cli.errors import CliError, describe, is_loopback
-from captioner.cli.queues import redrive
-from captioner.cli.rows import parse_since
-from captioner.cli.s3url import S3Url, parse_s3_url
-from captioner.cli.target import Deployment, TargetOptions, samconfig_stack_name
+from captioner_tools.cli import render
+from captioner_tools.cli.app import CaptionerGroup, app
+from captioner_tools.cli.backfill import BackfillPlan
+from captioner_tools.cli.commands_local import parse_overrides
+from captioner_tools.cli.commands_rows import parse_since
+from captioner_tools.cli.errors import describe
+from captioner_tools.cli.queues import redrive
+from captioner_tools.cli.s3url import S3Url, parse_s3_url
+from captioner_tools.cli.target import Deployment, TargetOptions, samconfig_stack_name
+from captioner_tools.endpoints import is_loopback
+from captioner_tools.errors import CliError
 
 # -- arguments ------------------------------------------------------------------------------
 
@@ -211,14 +213,35 @@ def test_local_endpoints_need_no_credentials(monkeypatch, tmp_path):
     assert local.session.get_credentials() is not None and local.region == "us-east-1"
 
 
-def test_commands_are_registered_from_their_modules():
+def test_help_lists_the_commands_in_the_order_they_are_registered():
     import typer
 
-    target = typer.Typer()
-    modules = register_commands(target)
-    assert modules == sorted(modules) and all(m.startswith("commands_") for m in modules)
-    names = {c.name or c.callback.__name__ for c in target.registered_commands}
-    assert {"get", "list", "search", "status", "backfill", "redrive", "demo"} <= names
+    group = typer.main.get_command(app)
+    assert group.list_commands(None) == [
+        "demo", "caption", "get", "list", "search", "status", "backfill", "redrive", "local",
+    ]  # fmt: skip
+
+
+def test_deployment_options_reach_the_command_and_not_its_arguments(monkeypatch):
+    """The shared options are parsed with the command's own and handed over as a Deployment."""
+    from captioner_tools.cli import commands_rows
+
+    seen = {}
+
+    def fake_get(self, bucket, key):
+        seen.update(table=self.table_name, bucket=bucket, key=key)
+        return {"bucket": bucket, "key": key, "status": "CAPTIONED"}
+
+    monkeypatch.setattr("captioner.store.CaptionReader.get", fake_get)
+    monkeypatch.setattr(commands_rows.render, "print_json", lambda row: seen.update(row=row))
+    result = CliRunner().invoke(
+        app,
+        ["get", "s3://bucket-name/k.png", "--json", "--table", "t1", "--endpoint-url",
+         "http://127.0.0.1:4566", "--region", "eu-west-1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen == {"table": "t1", "bucket": "bucket-name", "key": "k.png",
+                    "row": {"bucket": "bucket-name", "key": "k.png", "status": "CAPTIONED"}}  # fmt: skip
 
 
 def test_every_command_accepts_the_deployment_options_after_its_arguments():
@@ -304,8 +327,6 @@ def test_redrive_does_not_hide_real_errors(sqs):
 
 
 def test_since_ages_past_year_one_are_a_clear_error():
-    from captioner.cli.errors import CliError
-
     with pytest.raises(CliError, match="before year 1"):
         parse_since("99999999d")
 
@@ -321,7 +342,22 @@ def test_since_ages_past_year_one_are_a_clear_error():
 def test_malformed_endpoint_urls_are_one_clear_line(url, message):
     from typer.testing import CliRunner
 
-    from captioner.cli.app import app
+    from captioner_tools.cli.app import app
 
     result = CliRunner().invoke(app, ["get", "s3://bucket-name/key", "--endpoint-url", url])
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["demo"], ["local", "up"]])
+def test_local_stack_commands_without_the_extra_say_which_to_install(monkeypatch, args):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        "captioner_tools.local.find_spec", lambda name: None if name == "moto" else real(name)
+    )
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: the local stack needs the 'local' extra: pip install 'captioner[local]'"
+    )

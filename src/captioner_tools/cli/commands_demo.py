@@ -6,19 +6,22 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from captioner.cli.commands_local import ProviderOpt, TemplateOpt, VisibilityOpt
-from captioner.cli.errors import CliError
-from captioner.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
-from captioner.cli.render import err, out, status_text, summary_of
-from captioner.cli.rows import FINAL_STATUSES, get_rows
-from captioner.cli.samples import find_images, write_sample_photos
-from captioner.local.stack import LocalStack
+from captioner.store import FINAL_STATUSES
+from captioner_tools.cli.localview import modelslab_warning, print_usage, wait_for_interrupt
+from captioner_tools.cli.options import ProviderOpt, TemplateOpt, VisibilityOpt
+from captioner_tools.cli.render import err, out, status_text, summary_of
+from captioner_tools.cli.samples import find_images, write_sample_photos
+from captioner_tools.errors import CliError
+from captioner_tools.local import require_extra
+
+if TYPE_CHECKING:  # the 'local' extra: imported once require_extra() said it is there
+    from captioner_tools.local.stack import LocalStack
 
 KEY_PREFIX = "demo/"
 
@@ -49,6 +52,9 @@ def demo(
     """
     if directory is not None and not directory.is_dir():
         raise CliError(f"not a directory: {directory}")
+    require_extra()
+    from captioner_tools.local.stack import LocalStack
+
     with tempfile.TemporaryDirectory(prefix="captioner-demo-") as tmp:
         base = directory if directory is not None else Path(tmp)
         paths = find_images(directory) if directory is not None else write_sample_photos(base)
@@ -120,14 +126,14 @@ def _upload(stack: LocalStack, base: Path, paths: list[Path]) -> list[str]:
 
 def _wait(stack: LocalStack, keys: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Poll the rows (BatchGetItem) until each is final or the time is up."""
-    ddb = stack.client("dynamodb")
+    captions = stack.captions()
     rows: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
     with _progress("captioning") as progress:
         task = progress.add_task("caption", total=len(keys))
         while True:
             pending = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
-            rows.update(get_rows(ddb, stack.table, stack.bucket, pending))
+            rows.update(captions.get_many(stack.bucket, pending))
             done = sum(1 for k in keys if rows.get(k, {}).get("status") in FINAL_STATUSES)
             progress.update(task, completed=done)
             if done == len(keys) or time.monotonic() >= deadline:
@@ -159,7 +165,3 @@ def _progress(what: str) -> Progress:
         transient=True,
         disable=not err.is_terminal,  # no bars in logs and pipes
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Main job")(demo)

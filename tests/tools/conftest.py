@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from captioner.local.stack import LocalStack
 from captioner.store import from_item
+from captioner_tools.local.stack import LocalStack
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import FakeModelsLab
 

@@ -3,6 +3,7 @@ poller, and the same Lambda handler captioning real uploads end to end."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -11,14 +12,17 @@ from urllib.parse import urlparse
 
 import pytest
 
-from captioner.local.poller import (
+from captioner_tools.errors import LocalStackError, MissingExtra
+from captioner_tools.local import require_extra
+from captioner_tools.local.environment import choose_provider
+from captioner_tools.local.poller import (
     FunctionTarget,
     LambdaContext,
     PollerSettings,
     SqsEventSource,
 )
-from captioner.local.stack import LocalStack, LocalStackError, choose_provider
-from captioner.local.template import (
+from captioner_tools.local.stack import LocalStack
+from captioner_tools.local.template import (
     StackTemplate,
     TemplateError,
     default_template_path,
@@ -28,7 +32,7 @@ from captioner.local.template import (
 )
 from tests import images
 from tests.conftest import API_KEY
-from tests.integration.conftest import (
+from tests.tools.conftest import (
     MAX_RECEIVE_COUNT,
     depth,
     wait_for,
@@ -124,10 +128,17 @@ def test_template_path_flag_then_environment_then_working_directory(tmp_path, mo
         resolve_template_path(tmp_path / "missing.yaml")
 
 
-def test_package_exports_the_stack_lazily():
-    import captioner.local
-
-    assert captioner.local.LocalStack is LocalStack
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    require_extra()  # installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        "captioner_tools.local.find_spec", lambda name: None if name == "moto" else real(name)
+    )
+    with pytest.raises(MissingExtra) as missing:
+        require_extra()
+    assert str(missing.value) == (
+        "the local stack needs the 'local' extra: pip install 'captioner[local]'"
+    )
 
 
 # -- the handler's environment ---------------------------------------------------------------

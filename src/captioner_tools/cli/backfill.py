@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from captioner.cli.rows import get_rows
 from captioner.events import backfill_message
+from captioner.store import CaptionReader, Status
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
 SQS_MAX_BATCH = 10
@@ -53,10 +53,10 @@ class BackfillPlan:
             return None if row and row.get("provider") == self.only_provider else "other_provider"
         if row is None or not _same_version(obj, row):
             return None
-        if row.get("status") == "REJECTED" and not self.provider:
+        if row.get("status") == Status.REJECTED and not self.provider:
             # the same bytes fail the same checks; another provider may accept other formats
             return "rejected"
-        if row.get("status") != "CAPTIONED":
+        if row.get("status") != Status.CAPTIONED:
             return None
         if self.provider and row.get("provider") != self.provider:
             return None
@@ -65,10 +65,9 @@ class BackfillPlan:
 
 def run_backfill(
     s3: Any,
-    ddb: Any,
+    captions: CaptionReader,
     sqs: Any,
     *,
-    table: str,
     queue_url: str,
     plan: BackfillPlan,
     on_progress: Callable[[BackfillStats], None] | None = None,
@@ -80,7 +79,7 @@ def run_backfill(
         stats.listed += len(objects)
         files = [o for o in objects if not o["Key"].endswith("/")]
         stats.folders += len(objects) - len(files)
-        rows = get_rows(ddb, table, plan.bucket, [o["Key"] for o in files], _PROJECTION)
+        rows = captions.get_many(plan.bucket, [o["Key"] for o in files], _PROJECTION)
         todo = []
         for obj in files:
             reason = plan.wants(obj, rows.get(obj["Key"]))

@@ -2,50 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from captioner.cli.errors import CliError
-from captioner.cli.localview import (
+from captioner_tools.cli.localview import (
     activity_printer,
     banner,
     modelslab_warning,
     print_usage,
     wait_for_interrupt,
 )
-from captioner.cli.render import err, out
-from captioner.local.stack import DEFAULT_PORT, DEFAULT_RETRY_DELAY_S, LocalStack
+from captioner_tools.cli.options import ProviderOpt, TemplateOpt, VisibilityOpt
+from captioner_tools.cli.render import err, out
+from captioner_tools.errors import CliError
+from captioner_tools.local import require_extra
+from captioner_tools.local.defaults import DEFAULT_PORT, DEFAULT_RETRY_DELAY_S
 
 local_app = typer.Typer(
     help="The embedded local stack: moto on 127.0.0.1 with the resources of template.yaml "
     "and the Lambda handler, in one process.",
     no_args_is_help=True,
 )
-
-ProviderOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="modelslab or local \\[default: modelslab if MODELSLAB_API_KEY is set, else local]."
-    ),
-]
-TemplateOpt = Annotated[
-    Path | None,
-    typer.Option(
-        envvar="CAPTIONER_TEMPLATE",
-        help="template.yaml to build from \\[default: ./template.yaml, else the repository's].",
-    ),
-]
-VisibilityOpt = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        max=43200,
-        help="Seconds a failed message stays invisible before it is retried "
-        "(AWS: the queue's 360 s).",
-    ),
-]
 
 
 @local_app.command("up")
@@ -71,6 +49,9 @@ def up(
     ] = "WARNING",
 ) -> None:
     """Start the local stack and run until Ctrl-C (state lives in memory)."""
+    require_extra()
+    from captioner_tools.local.stack import LocalStack  # the extra's libraries
+
     stack = LocalStack(
         port=port,
         provider=provider,
@@ -105,7 +86,3 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
             raise CliError(f"--parameter-overrides: expected Key=Value, not {item!r}")
         values[name] = value
     return values
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(local_app, name="local", rich_help_panel="Local stack")

@@ -14,7 +14,7 @@ import pytest
 
 from tests import images
 from tests.fakes.modelslab import Reply
-from tests.integration.conftest import depth, row, wait_for
+from tests.tools.conftest import depth, row, wait_for
 
 OBJECTS = 300
 

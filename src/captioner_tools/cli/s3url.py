@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from captioner.cli.errors import CliError
+from captioner_tools.errors import CliError
 
 # Bucket naming rules (general purpose buckets), loosely: 3-63 chars, lowercase, digits, . -
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from captioner.cli.app import app
-from captioner.cli.render import CSV_COLUMNS
+from captioner_tools.cli.app import app
+from captioner_tools.cli.render import CSV_COLUMNS
 from tests import images
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import Reply
-from tests.integration.conftest import (
+from tests.tools.conftest import (
     MAX_RECEIVE_COUNT,
     clean_environment,
     depth,
@@ -415,5 +415,5 @@ def _start_reader(proc):
 
 
 def test_script_is_installed():
-    assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[cli]' first"
+    assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[dev]' first"
     assert os.access(SCRIPT, os.X_OK)

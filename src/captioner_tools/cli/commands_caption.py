@@ -14,11 +14,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from captioner.cli.errors import CliError
-from captioner.cli.render import err, out, status_text
 from captioner.config import Config
 from captioner.files import FileCaption, caption_file, expand
 from captioner.providers import make_provider
+from captioner_tools.cli.render import err, out, status_text
+from captioner_tools.errors import CliError
 
 
 class ProviderChoice(StrEnum):
@@ -30,10 +30,6 @@ class LengthChoice(StrEnum):
     short = "short"
     normal = "normal"
     long = "long"
-
-
-def register(app: typer.Typer) -> None:
-    app.command("caption", rich_help_panel="Captions")(caption)
 
 
 def caption(

@@ -1,5 +1,0 @@
-"""The ``captioner`` command line tool (Typer + Rich); never imported by the Lambda code.
-
-Commands live in ``commands_*.py`` modules, each with a ``register(app)`` function that
-``captioner.cli.app`` calls for every such module it finds.
-"""

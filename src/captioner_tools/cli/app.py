@@ -1,0 +1,79 @@
+"""``captioner``: one tool for everything done with a deployment, in AWS or local.
+
+Every command is registered below, in the order ``--help`` lists them. Adding one: write
+the function in a ``commands_*.py`` module and register it here; give it
+``cls=DeploymentCommand`` if it talks to a deployment (it then takes the shared deployment
+options and reads them with ``captioner_tools.cli.options.deployment_of``). Raise
+``captioner_tools.errors.CliError`` for user mistakes (one line on stderr, exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
+
+from captioner_tools.cli import (
+    commands_backfill,
+    commands_caption,
+    commands_demo,
+    commands_local,
+    commands_queue,
+    commands_rows,
+    errors,
+)
+from captioner_tools.cli.options import DeploymentCommand
+from captioner_tools.cli.render import err
+
+
+class CaptionerGroup(TyperGroup):
+    """Turns known errors into one line on stderr."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Exit, Abort, TyperException, BrokenPipeError):
+            raise  # --help, usage errors, Ctrl-C, `| head`: Typer's own handling
+        except Exception as exc:
+            message = errors.describe(exc)
+            if message is None:
+                if os.environ.get("CAPTIONER_DEBUG"):
+                    raise
+                message = (
+                    f"unexpected error: {type(exc).__name__}: {exc} "
+                    "(set CAPTIONER_DEBUG=1 for the traceback)"
+                )
+            err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=CaptionerGroup,
+    name="captioner",
+    help="Caption images in S3: inspect, backfill and operate a Captioner deployment "
+    "(AWS, or the local stack from `captioner local up`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+app.command(rich_help_panel="Main job")(commands_demo.demo)
+app.command(rich_help_panel="Captions")(commands_caption.caption)
+app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.get)
+app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.list_)
+app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_backfill.backfill)
+app.command("redrive", cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.redrive_)
+app.add_typer(commands_local.local_app, name="local", rich_help_panel="Local stack")
+
+
+def main() -> None:
+    app()

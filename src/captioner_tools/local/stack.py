@@ -1,0 +1,353 @@
+"""The embedded local stack's lifecycle: moto's server on 127.0.0.1, the resources of
+template.yaml in it (``resources``), the function's environment (``environment``), and the
+Lambda handler fed by a local SQS event source (``poller``), all in this process. State lives
+in memory and is gone when the stack stops.
+
+    with LocalStack(port=0) as stack:          # 0: any free port
+        boto3.client("s3", endpoint_url=stack.endpoint_url, ...).put_object(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+import httpx
+from botocore.config import Config as BotoConfig
+
+from captioner.store import CaptionReader
+from captioner_tools.errors import LocalStackError
+from captioner_tools.local.defaults import (
+    DEFAULT_PORT,
+    DEFAULT_RETRY_DELAY_S,
+    DEFAULT_STACK_NAME,
+    DUMMY_CREDENTIALS,
+    HOST,
+    REGION,
+)
+from captioner_tools.local.environment import (
+    IGNORED_VARIABLES,
+    EnvironmentPatch,
+    StackFacts,
+    choose_provider,
+    handler_environment,
+)
+from captioner_tools.local.poller import (
+    BatchReport,
+    FunctionTarget,
+    PollerSettings,
+    SqsEventSource,
+    import_handler,
+)
+from captioner_tools.local.resources import (
+    LocalNames,
+    Resources,
+    create_resources,
+    register_outputs,
+    sqs_event,
+)
+from captioner_tools.local.template import FunctionSpec, StackTemplate, resolve_template_path
+
+log = logging.getLogger(__name__)
+
+
+class LocalStack:
+    """moto + the template's resources + the handler behind an SQS event source."""
+
+    _running: ClassVar[LocalStack | None] = None  # moto's state is per process
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        *,
+        provider: str | None = None,
+        visibility_timeout: int = DEFAULT_RETRY_DELAY_S,
+        template: str | Path | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        stack_name: str = DEFAULT_STACK_NAME,
+        env: Mapping[str, str] | None = None,
+        poll: bool = True,
+        register_stack: bool = True,
+        wait_time_s: int = 1,
+        log_level: str | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        """``visibility_timeout``: seconds a failed message stays invisible before its retry
+        (AWS: the queue's VisibilityTimeout, 360 s in the template). ``env``: extra
+        variables for the handler (they win over the template's and the shell's).
+        ``register_stack`` records the stack's outputs in moto's CloudFormation, so the CLI
+        finds the resources by stack name as it does in AWS (costs ~1.5 s at first start).
+        """
+        self.port = port
+        self.visibility_timeout = visibility_timeout
+        self.template_path = resolve_template_path(template)
+        self.template = StackTemplate(self.template_path, parameters)
+        self.stack_name = stack_name
+        self.names = LocalNames.for_stack(stack_name)
+        self.extra_env = dict(env or {})
+        self.provider = choose_provider(provider, {**os.environ, **self.extra_env})
+        self.template.parameters["CaptionProvider"] = self.provider.name
+        self.poll = poll
+        self.register_stack = register_stack
+        self.wait_time_s = wait_time_s
+        self.log_level = log_level
+        self.on_batch = on_batch
+        self._resources: Resources | None = None
+        self.poller: SqsEventSource | None = None
+        self.ignored_variables: list[str] = []
+        self._server: Any = None
+        self._clients: dict[str, Any] = {}
+        self._shell_env = dict(os.environ)  # the environment before the stack changed it
+        self._env = EnvironmentPatch()
+        self._old_log_level: int | None = None
+
+    # -- what callers read --------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def resources(self) -> Resources:
+        """What the stack made from the template (once started)."""
+        if self._resources is None:
+            raise LocalStackError("the local stack is not started")
+        return self._resources
+
+    @property
+    def function(self) -> FunctionSpec | None:
+        return self._resources.function if self._resources else None
+
+    @property
+    def bucket(self) -> str:
+        return self.resources.bucket
+
+    @property
+    def table(self) -> str:
+        return self.resources.table
+
+    @property
+    def queue_url(self) -> str:
+        return self.resources.queue_url
+
+    @property
+    def dlq_url(self) -> str:
+        return self.resources.dlq_url
+
+    @property
+    def queue_arn(self) -> str:
+        return self.resources.queue_arn
+
+    @property
+    def dlq_arn(self) -> str:
+        return self.resources.dlq_arn
+
+    @property
+    def max_receive_count(self) -> int:
+        return int(self.template.parameter("MaxReceiveCount"))
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for this stack (explicit endpoint and dummy credentials, so the
+        process environment does not matter); made once per service, shared by threads."""
+        if service not in self._clients:
+            self._clients[service] = boto3.session.Session(
+                aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name=REGION,
+            ).client(
+                service,
+                endpoint_url=self.endpoint_url,
+                config=BotoConfig(
+                    retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20
+                ),
+            )
+        return self._clients[service]
+
+    def captions(self) -> CaptionReader:
+        """The captions table, for reading."""
+        return CaptionReader(self.table, self.client("dynamodb"))
+
+    def cli_environment(self) -> dict[str, str]:
+        """The variables that point the ``captioner`` CLI (and the AWS CLI) at this stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,  # the one boto3 reads
+            "CAPTIONER_STACK_NAME": self.stack_name,
+            "CAPTIONER_BUCKET": self.bucket,
+            "CAPTIONS_TABLE": self.table,
+            "CAPTIONER_QUEUE_URL": self.queue_url,
+            "CAPTIONER_DLQ_URL": self.dlq_url,
+        }
+
+    def handler_environment(self) -> dict[str, str | None]:
+        """The function's environment in this stack (see ``environment.handler_environment``)."""
+        assert self.function is not None, "start() the stack first"
+        facts = StackFacts(
+            endpoint_url=self.endpoint_url,
+            table=self.table,
+            provider=self.provider.name,
+            max_receive_count=self.max_receive_count,
+            log_level=self.log_level,
+        )
+        return handler_environment(
+            self.function.environment, self._shell_env, self.extra_env, facts
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        _check_port_free(HOST, self.port)
+        with LocalStack._guard:
+            if LocalStack._running is not None:
+                raise LocalStackError(
+                    f"a local stack is already running in this process "
+                    f"({LocalStack._running.endpoint_url}); moto's state is per process"
+                )
+            LocalStack._running = self
+        try:
+            self._start_server()
+            self._resources = create_resources(self.template, self.names, self.client)
+            if self.register_stack:
+                register_outputs(
+                    self.client("cloudformation"),
+                    self.stack_name,
+                    self.template_path,
+                    self._resources.outputs,
+                )
+            self._enter_environment()
+            if self.poll:
+                self.start_poller()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop polling (invocations under way finish), restore the environment, discard
+        every resource and stop the server. Safe to call twice."""
+        self.stop_poller()
+        self._leave_environment()
+        if self._server is not None:
+            _reset_moto(self.endpoint_url)
+            self._server.stop()
+            inner = getattr(self._server, "_server", None)
+            if inner is not None:
+                inner.server_close()
+            self._server = None
+        with LocalStack._guard:
+            if LocalStack._running is self:
+                LocalStack._running = None
+
+    def start_poller(self) -> None:
+        """Start (or restart) the event source, e.g. after a test fixed a fault."""
+        if self.poller is not None and self.poller.running:
+            return
+        function = self.resources.function
+        event = sqs_event(function)
+        self.poller = SqsEventSource(
+            self.client("sqs"),
+            self.queue_url,
+            self.queue_arn,
+            FunctionTarget(
+                name=self.names.function,
+                handler=import_handler(function.handler),
+                timeout_s=function.timeout_s,
+                memory_mb=function.memory_mb,
+            ),
+            PollerSettings(
+                batch_size=event.batch_size,
+                batching_window_s=event.batching_window_s,
+                max_concurrency=event.max_concurrency,
+                report_batch_item_failures=event.report_batch_item_failures,
+                retry_delay_s=self.visibility_timeout,
+                wait_time_s=self.wait_time_s,
+                max_receive_count=self.max_receive_count,
+            ),
+            region=REGION,
+            on_batch=self.on_batch,
+        ).start()
+
+    def stop_poller(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+
+    def reset_handler(self) -> None:
+        """Make the handler read its environment again on the next invocation (the next
+        "cold start"), e.g. after changing a variable."""
+        from captioner import handler
+
+        handler.reset()
+
+    def _start_server(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        self._clients.clear()  # made for another port
+        _reset_moto(self.endpoint_url)  # a stack started earlier in this process left state
+
+    def _enter_environment(self) -> None:
+        from captioner.observability import logger
+
+        self._shell_env = dict(os.environ)
+        self.ignored_variables = [v for v in IGNORED_VARIABLES if self._shell_env.get(v)]
+        environment = self.handler_environment()
+        self._env.apply(environment)
+        # Metrics are off locally (no CloudWatch), so Powertools' "no metrics" is noise.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        level = environment.get("POWERTOOLS_LOG_LEVEL") or "INFO"
+        self._old_log_level = logger.log_level
+        logger.setLevel(level)  # the logger was made at import, maybe before our variables
+        self.reset_handler()  # the next invocation builds the app from this environment
+
+    def _leave_environment(self) -> None:
+        if self._old_log_level is not None:
+            from captioner.observability import logger
+
+            logger.setLevel(self._old_log_level)
+            self._old_log_level = None
+        if self._env.active:
+            self._env.restore()
+            self.reset_handler()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """moto's server thread would die on a busy port and leave start() waiting forever."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise LocalStackError(
+                f"port {port} on {host} is in use ({exc.strerror}): is a local stack already "
+                "running? Stop it or choose another port with --port"
+            ) from None
+
+
+def _reset_moto(endpoint_url: str) -> None:
+    """Forget every resource (moto keeps its state per process, not per server)."""
+    try:
+        httpx.post(f"{endpoint_url}/moto-api/reset", timeout=10)
+    except httpx.HTTPError as exc:
+        log.warning("could not reset moto: %s", exc)
