@@ -15,7 +15,9 @@ import fnmatch
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -90,20 +92,61 @@ def allows(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ checkov
 
 
+class ConnectionTrap:
+    """A listener on 127.0.0.1 given to checkov as its HTTP(S) proxy: it counts connection
+    attempts, so a checkov that tried to reach its platform is caught, and nothing leaves
+    the machine either way."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.attempts += 1
+            conn.close()
+
+    def __enter__(self) -> ConnectionTrap:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
 def run_checkov(path: Path) -> tuple[int, dict[str, Any]]:
     """checkov on one CloudFormation file, offline: --skip-download (no policy metadata, no
-    platform calls) and no API key in the environment (nothing uploaded)."""
+    platform calls), no API key in the environment (nothing uploaded), and every proxied
+    request sent to a trap that must see none."""
     assert CHECKOV.is_file() and os.access(CHECKOV, os.X_OK), (
         f"checkov not found at {CHECKOV.relative_to(ROOT)}: the setup script installs it "
         "into its own venv (never into .venv) before the tests run"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_", "CKV_"))}
     env["BC_SKIP_MAPPING"] = "TRUE"
-    proc = subprocess.run(
-        [str(CHECKOV), "--file", str(path), "--framework", "cloudformation",
-         "--skip-download", "--compact", "--output", "json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    with ConnectionTrap() as trap:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+            env[name] = trap.url
+        env["NO_PROXY"] = env["no_proxy"] = ""
+        proc = subprocess.run(
+            [str(CHECKOV), "--file", str(path), "--framework", "cloudformation",
+             "--skip-download", "--compact", "--output", "json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    assert trap.attempts == 0, f"checkov tried the network {trap.attempts} time(s)"
     try:
         report = json.loads(proc.stdout)
     except ValueError:
