@@ -1,9 +1,11 @@
 # Sourced by the other scripts: find Python 3.12, make .venv, install the project and the
-# isolated tools (AWS SAM CLI lives in its own venv: it pins its own boto3).
+# isolated tools (AWS SAM CLI and checkov live in their own venvs: each pins its own boto3 and
+# friends, which must not decide the project's versions).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SAM_VERSION="1.170.0"
+CHECKOV_VERSION="3.3.30"
 
 find_python312() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
@@ -34,5 +36,12 @@ ensure_sam() {
   if [[ ! -x .tools/sam/bin/sam ]] || ! .tools/sam/bin/sam --version 2>/dev/null | grep -q "$SAM_VERSION"; then
     "$(find_python312)" -m venv .tools/sam
     .tools/sam/bin/python -m pip install --quiet "aws-sam-cli==$SAM_VERSION"
+  fi
+}
+
+ensure_checkov() {
+  if [[ ! -x .tools/checkov/bin/checkov ]] || ! .tools/checkov/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+    "$(find_python312)" -m venv .tools/checkov
+    .tools/checkov/bin/python -m pip install --quiet "checkov==$CHECKOV_VERSION"
   fi
 }

@@ -22,6 +22,8 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import cfn_yaml
 
+from tests.template_eval import Resolver, identity_statements
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM = ROOT / ".tools" / "sam" / "bin" / "sam"
@@ -29,18 +31,7 @@ EVENTS = ROOT / "events"
 CONFIG_PY = ROOT / "functions" / "captioner" / "config.py"
 
 FUNCTION_TIMEOUT_MULTIPLE = 6  # Lambda: SQS visibility timeout >= 6x the function timeout
-EXAMPLE_STACK_ID = (
-    "arn:aws:cloudformation:us-east-1:123456789012:stack/captioner/"
-    "51af3dc0-da77-11e4-872e-1234567db123"
-)
-EXAMPLE_PSEUDO = {
-    "AWS::AccountId": "123456789012",
-    "AWS::Partition": "aws",
-    "AWS::Region": "us-east-1",
-    "AWS::StackId": EXAMPLE_STACK_ID,
-    "AWS::StackName": "captioner",
-    "AWS::URLSuffix": "amazonaws.com",
-}
+EXAMPLE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:captioner/modelslab-AbCdEf"
 
 
 # ------------------------------------------------------------------ helpers
@@ -53,7 +44,8 @@ def template() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
+    """The resources of a stack deployed with the default parameters (conditions resolved)."""
+    return Resolver(template).resources()
 
 
 def _props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
@@ -89,28 +81,6 @@ def _as_list(value: Any) -> list[Any]:
     return out
 
 
-def _evaluate(value: Any, params: dict[str, Any] | None = None) -> Any:
-    """A small evaluator for the intrinsics used in names: Ref (pseudo/params), Sub, Select,
-    Split, Join. Enough to compute the bucket name for an example stack id."""
-    env = {**EXAMPLE_PSEUDO, **(params or {})}
-    if isinstance(value, dict) and len(value) == 1:
-        ((fn, arg),) = value.items()
-        if fn == "Ref":
-            return env[arg]
-        if fn == "Fn::Select":
-            return _evaluate(arg[1], params)[int(arg[0])]
-        if fn == "Fn::Split":
-            return _evaluate(arg[1], params).split(arg[0])
-        if fn == "Fn::Join":
-            return arg[0].join(_evaluate(v, params) for v in arg[1])
-        if fn == "Fn::Sub":
-            text, variables = (arg, {}) if isinstance(arg, str) else arg
-            local = {k: _evaluate(v, params) for k, v in variables.items()}
-            return re.sub(r"\$\{([^}!]+)\}", lambda m: str(local.get(m[1], env.get(m[1]))), text)
-        raise AssertionError(f"cannot evaluate {fn} here")
-    return value
-
-
 def _render(value: Any) -> str:
     """An IAM Resource as a Sub-style string, e.g. "${CaptionsTable.Arn}/index/x"."""
     if isinstance(value, str):
@@ -141,26 +111,6 @@ def _possible_numbers(template: dict[str, Any], value: Any) -> list[int]:
         assert "MinValue" in p and "MaxValue" in p, f"parameter {value['Ref']} is unbounded"
         return [int(v) for v in bounds]
     raise AssertionError(f"cannot tell the possible values of {value!r}")
-
-
-def _identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(owner, statement) for every identity-based policy statement in the template."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    for name, res in template["Resources"].items():
-        props = res.get("Properties", {})
-        docs: list[Any] = []
-        if res["Type"] == "AWS::IAM::Role":
-            docs = [p["PolicyDocument"] for p in _as_list(props.get("Policies", []))]
-        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
-            docs = [props["PolicyDocument"]]
-        elif res["Type"] == "AWS::Serverless::Function":
-            for p in _as_list(props.get("Policies", [])):
-                if isinstance(p, dict) and "Statement" in p:
-                    docs.append(p)
-        for doc in docs:
-            for st in _as_list(doc["Statement"]):
-                found.append((name, st))
-    return found
 
 
 # ------------------------------------------------------------------ linters
@@ -367,8 +317,10 @@ def test_function_uses_its_own_least_privilege_role(template: dict[str, Any]) ->
     assert not role.get("ManagedPolicyArns"), "no managed policies on the function role"
 
 
-def test_iam_has_no_wildcards_beyond_the_bucket_objects(template: dict[str, Any]) -> None:
-    statements = _identity_statements(template)
+def test_iam_has_no_wildcards_beyond_the_bucket_objects(resources: dict[str, Any]) -> None:
+    """The default stack; tests/integration/test_template_security.py checks the optional
+    parameter sets (existing buckets, KMS key, VPC) the same way."""
+    statements = identity_statements(resources)
     assert statements, "no IAM statements found"
     for owner, st in statements:
         assert st["Effect"] == "Allow", (owner, st)
@@ -389,25 +341,26 @@ def test_iam_has_no_wildcards_beyond_the_bucket_objects(template: dict[str, Any]
                 assert set(actions) <= {"logs:CreateLogStream", "logs:PutLogEvents"}, actions
             else:
                 assert text in (
-                    "arn:${AWS::Partition}:s3:::${UploadBucket}/*",
+                    "arn:aws:s3:::${UploadBucket}/*",
                     "${UploadBucket.Arn}/*",
                 ), f"{owner}: wildcard resource {text}"
 
 
-def _statements_with(template: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+def _statements_with(resources: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [
         st
-        for _, st in _identity_statements(template)
+        for _, st in identity_statements(resources)
         if any(a.startswith(prefix) for a in _as_list(st["Action"]))
     ]
 
 
 def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
-    s3, list_bucket = _statements_with(template, "s3:")
+    resources = Resolver(template, {"ModelsLabApiKeySecret": EXAMPLE_SECRET}).resources()
+    s3, list_bucket = _statements_with(resources, "s3:")
     # ListBucket on the bucket itself only: it turns S3's 403 for a missing object into 404.
     assert _as_list(list_bucket["Action"]) == ["s3:ListBucket"]
     assert [_render(r) for r in _as_list(list_bucket["Resource"])] == [
-        "arn:${AWS::Partition}:s3:::${UploadBucket}"
+        "arn:aws:s3:::${UploadBucket}"
     ]
     assert set(_as_list(s3["Action"])) == {
         "s3:GetObject",
@@ -419,11 +372,11 @@ def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
         "s3:DeleteObjectTagging",
     }
     assert [_render(r) for r in _as_list(s3["Resource"])] in (
-        ["arn:${AWS::Partition}:s3:::${UploadBucket}/*"],
+        ["arn:aws:s3:::${UploadBucket}/*"],
         ["${UploadBucket.Arn}/*"],
     )
 
-    (ddb,) = _statements_with(template, "dynamodb:")
+    (ddb,) = _statements_with(resources, "dynamodb:")
     assert set(_as_list(ddb["Action"])) == {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
@@ -437,20 +390,18 @@ def test_iam_s3_dynamodb_sqs_secrets_scopes(template: dict[str, Any]) -> None:
         "${CaptionsTable.Arn}/index/by-status-updated",
     }
 
-    (sqs,) = _statements_with(template, "sqs:")
+    (sqs,) = _statements_with(resources, "sqs:")
     assert [_render(r) for r in _as_list(sqs["Resource"])] == ["${CaptionQueue.Arn}"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} <= set(
         _as_list(sqs["Action"])
     )
 
-    (secret,) = _statements_with(template, "secretsmanager:")
+    (secret,) = _statements_with(resources, "secretsmanager:")
     assert _as_list(secret["Action"]) == ["secretsmanager:GetSecretValue"]
-    assert _as_list(secret["Resource"]) == [{"Ref": "ModelsLabApiKeySecret"}]
+    assert _as_list(secret["Resource"]) == [EXAMPLE_SECRET]
     # ... and only when a secret is given
-    policies = _props(template["Resources"], "CaptionFunctionRole")["Policies"]
-    conditional = [p for p in policies if isinstance(p, dict) and "Fn::If" in p]
-    assert [p["Fn::If"][0] for p in conditional] == ["HasApiKeySecret"]
-    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    without = Resolver(template, {"CaptionProvider": "local"}).resources()
+    assert not _statements_with(without, "secretsmanager:")
     assert template["Conditions"]["HasApiKeySecret"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "ModelsLabApiKeySecret"}, ""]}]
     }
@@ -467,11 +418,14 @@ def test_visibility_timeout_covers_six_function_timeouts(template: dict[str, Any
     assert shortest >= FUNCTION_TIMEOUT_MULTIPLE * longest, (shortest, longest)
 
 
-def test_queues_encryption_redrive_and_retention(template: dict[str, Any]) -> None:
-    res = template["Resources"]
-    queue, dlq = _props(res, "CaptionQueue"), _props(res, "CaptionDeadLetterQueue")
-    assert queue["SqsManagedSseEnabled"] is True
-    assert dlq["SqsManagedSseEnabled"] is True
+def test_queues_encryption_redrive_and_retention(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    queue, dlq = _props(resources, "CaptionQueue"), _props(resources, "CaptionDeadLetterQueue")
+    # SSE-SQS by default; KmsKeyArn switches both to that key (test_template_security.py)
+    assert queue["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in queue
+    assert dlq["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in dlq
+    queue = _props(template["Resources"], "CaptionQueue")
     assert queue["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["CaptionDeadLetterQueue", "Arn"]},
         "maxReceiveCount": {"Ref": "MaxReceiveCount"},
@@ -479,10 +433,12 @@ def test_queues_encryption_redrive_and_retention(template: dict[str, Any]) -> No
     assert dlq["MessageRetentionPeriod"] == 1209600  # 14 days
 
 
-def test_queue_policy_admits_only_the_upload_bucket(template: dict[str, Any]) -> None:
-    res = template["Resources"]
+def test_queue_policy_admits_only_the_upload_bucket(resources: dict[str, Any]) -> None:
+    """The default stack; with ExistingBucketNames EventBridge's rule is admitted too
+    (test_template_security.py)."""
+    res = resources
     policy = _props(res, "CaptionQueuePolicy")
-    assert policy["Queues"] == [{"Ref": "CaptionQueue"}]
+    assert policy["Queues"] == ["${CaptionQueue}"]
     statements = policy["PolicyDocument"]["Statement"]
     allows = [s for s in statements if s["Effect"] == "Allow"]
     assert len(allows) == 1
@@ -491,10 +447,10 @@ def test_queue_policy_admits_only_the_upload_bucket(template: dict[str, Any]) ->
     assert _as_list(allow["Action"]) == ["sqs:SendMessage"]
     cond = allow["Condition"]
     source_arn = (cond.get("ArnEquals") or cond.get("ArnLike"))["aws:SourceArn"]
-    assert cond["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert cond["StringEquals"]["aws:SourceAccount"] == "123456789012"
     # The queue policy names the bucket by the same expression as the bucket itself.
-    bucket_name = _evaluate(_props(res, "UploadBucket")["BucketName"])
-    assert _evaluate(source_arn) == f"arn:aws:s3:::{bucket_name}"
+    bucket_name = _props(res, "UploadBucket")["BucketName"]
+    assert source_arn == f"arn:aws:s3:::{bucket_name}"
     assert _denies_insecure_transport(statements)
 
 
@@ -527,7 +483,7 @@ def test_dead_letter_alarm(template: dict[str, Any]) -> None:
 
 
 def test_bucket_name_is_deterministic_and_valid(resources: dict[str, Any]) -> None:
-    name = _evaluate(_props(resources, "UploadBucket")["BucketName"])
+    name = _props(resources, "UploadBucket")["BucketName"]
     assert name == "captioner-123456789012-1234567db123"
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name), name
     # Longest possible: the account id is always 12 digits and a UUID's last group 12 hex.
@@ -543,12 +499,13 @@ def test_bucket_is_private_encrypted_versioned(resources: dict[str, Any]) -> Non
         "RestrictPublicBuckets": True,
     }
     (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    # SSE-S3 by default; KmsKeyArn switches to SSE-KMS (test_template_security.py)
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
     assert rule["BucketKeyEnabled"] is True
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
     policy = _props(resources, "UploadBucketPolicy")
-    assert policy["Bucket"] == {"Ref": "UploadBucket"}
+    assert policy["Bucket"] == "${UploadBucket}"
     statements = policy["PolicyDocument"]["Statement"]
     assert _denies_insecure_transport(statements)
     deny = next(s for s in statements if s["Effect"] == "Deny")
