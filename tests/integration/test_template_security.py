@@ -48,6 +48,7 @@ OBJECT_ACTIONS = {
     "s3:GetObjectVersionTagging",
     "s3:PutObjectTagging",
     "s3:PutObjectVersionTagging",
+    "s3:DeleteObjectTagging",
 }
 ENI_ACTIONS = {
     "ec2:CreateNetworkInterface",
