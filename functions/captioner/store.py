@@ -75,6 +75,9 @@ class ClaimOutcome(StrEnum):
     DONE = "DONE"  # this version is already captioned (and tagged): do not pay again
     STALE = "STALE"  # the row belongs to a newer version (larger S3 sequencer)
     BUSY = "BUSY"  # another delivery of this version holds a live lease
+    # the row is another version's, written from an event without a sequencer (a backfill):
+    # sequencers cannot order the two, so the caller checks which version is current
+    UNORDERED = "UNORDERED"
 
 
 @dataclass(frozen=True)
@@ -222,14 +225,23 @@ class CaptionStore:
 
     # -- claiming a version ----------------------------------------------------------------
 
-    def claim(self, ref: ObjectRef, lease_seconds: float, provider: str | None = None) -> Claim:
+    def claim(
+        self,
+        ref: ObjectRef,
+        lease_seconds: float,
+        provider: str | None = None,
+        *,
+        current: bool = False,
+    ) -> Claim:
         """Mark the row PENDING for this version under a lease and a fresh fence token.
 
         Refused (with the blocking row) when a newer version owns the row (STALE), this
         version is captioned and tagged (DONE; ``provider`` names an explicitly requested
         provider: then only its own caption counts), or another delivery of this version
         holds a live lease (BUSY). A row of an older version is taken over in a second
-        write that starts the new version afresh (attempts 1, no result fields)."""
+        write that starts the new version afresh (attempts 1, no result fields) — unless
+        only one of the two versions has a sequencer: then the caller must first make sure
+        this version is the current one (UNORDERED) and claim again with ``current``."""
         takeover: str | None = None  # the older revision we expect to replace
         for _ in range(4):
             token = uuid.uuid4().hex
@@ -242,6 +254,8 @@ class CaptionStore:
                     self._migrate_order(ref.bucket, ref.key, old)
                     continue
                 verdict = _why_blocked(old, ref, provider, self.now())
+                if verdict is ClaimOutcome.UNORDERED and current:
+                    verdict = None
                 if verdict is not None:
                     return Claim(verdict, ref, old)
                 takeover = old.get("revision")
@@ -503,7 +517,8 @@ def _why_blocked(
     if order and str(old.get("sequencer_order", "")) > order:
         return ClaimOutcome.STALE
     if old.get("revision") != ref.revision:
-        return None
+        ordered = bool(order) == ("sequencer_order" in old) or old.get("revision") == TOMBSTONE
+        return None if ordered else ClaimOutcome.UNORDERED
     captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
     if captioned and (not provider or old.get("provider") == provider):
         return ClaimOutcome.DONE
@@ -706,6 +721,21 @@ class CaptionReader:
             )
             counts[status.value] = sum(int(p.get("Count", 0)) for p in pages)
         return counts
+
+    def idle_pending(self, now: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+        """PENDING rows that no delivery is working on (their lease has expired): waiting
+        for SQS to retry them, or stuck when the instance died on the last delivery and the
+        message was dead-lettered. How many, and the oldest ``limit`` of them."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s",
+            FilterExpression="attribute_not_exists(#l) OR #l < :now",
+            ExpressionAttributeNames={"#s": "status", "#l": "lease_until"},
+            ExpressionAttributeValues={":s": {"S": Status.PENDING.value}, ":now": {"S": now}},
+        )
+        rows = [_from_item(item) for page in pages for item in page.get("Items", [])]
+        return len(rows), rows[:limit]
 
     def approximate_count(self) -> int | None:
         """DescribeTable's ItemCount (AWS refreshes it about every six hours); None if unknown."""
