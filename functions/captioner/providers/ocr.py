@@ -102,7 +102,7 @@ class TextReading:
 
 def model_ids() -> str:
     models = ((DET_FILE, DET_NAME), (REC_FILE, REC_NAME))
-    return "+".join(open_model(path, name).model_id for path, name in models)
+    return "+".join(open_model(path, name, varying_shapes=True).model_id for path, name in models)
 
 
 def read_text(image: Image.Image, *, max_lines: int = MAX_LINES) -> TextReading:
@@ -111,7 +111,7 @@ def read_text(image: Image.Image, *, max_lines: int = MAX_LINES) -> TextReading:
     score = sum(box.score for box in boxes) / len(boxes) if boxes else 0.0
     lines: list[TextLine] = []
     if max_lines and boxes:
-        rec = open_model(REC_FILE, REC_NAME)
+        rec = open_model(REC_FILE, REC_NAME, varying_shapes=True)
         alphabet = _alphabet(rec)
         for box in reading_order(boxes)[: max_lines * 2]:
             line = _recognise(rec, alphabet, image, box)
@@ -126,7 +126,7 @@ def find_text(image: Image.Image) -> list[TextBox]:
     """Boxes around the lines of text in an RGB image, in no particular order."""
     import numpy as np  # lazy, see sessions.py
 
-    det = open_model(DET_FILE, DET_NAME)
+    det = open_model(DET_FILE, DET_NAME, varying_shapes=True)
     width, height = image.size
     scale = min(1.0, DET_MAX_SIDE / max(width, height))
     size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
