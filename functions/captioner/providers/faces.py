@@ -64,7 +64,8 @@ def detect_faces(image: Image.Image, path: Path = MODEL_FILE) -> list[Face]:
         left, right = ((box[[0, 2]] - pad_x) / (1 - 2 * pad_x)).clip(0, 1)
         top, bottom = ((box[[1, 3]] - pad_y) / (1 - 2 * pad_y)).clip(0, 1)
         if right > left and bottom > top:
-            faces.append(Face(round(float(score), 4), (left, top, right, bottom)))
+            edges = (float(left), float(top), float(right), float(bottom))
+            faces.append(Face(round(float(score), 4), edges))
     return faces
 
 
@@ -124,7 +125,8 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray) -> list[tuple[float, np
         weights = scores[group]
         merged = (boxes[group] * weights[:, None]).sum(axis=0) / weights.sum()
         kept.append((float(scores[best]), merged))
-        remaining = [i for i in remaining if i not in set(group)]
+        grouped = set(group)
+        remaining = [i for i in remaining if i not in grouped]
     return kept
 
 
