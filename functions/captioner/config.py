@@ -36,6 +36,15 @@ class Config:
     # pass through the function) or "upload" (the function reads them and uploads them, for
     # the local stack, whose presigned URLs on 127.0.0.1 are out of ModelsLab's reach).
     image_transport: str = "url"
+    # Provider slots of one instance for a remote provider (limits.py): the template makes
+    # ProviderConcurrency instances of 1 slot each. A provider that runs in the function
+    # (local) uses the instance's vCPUs instead.
+    provider_slots: int = 1
+    # Daily spend cap in US dollars (budget.py); 0 = no cap (spend is still counted).
+    daily_budget_usd: float = 0.0
+    # The caption queue: waits re-send their message there (requeue.py), and the budget
+    # sweep re-queues parked rows. None: waits count as failed deliveries, no sweep.
+    queue_url: str | None = None
 
     def __repr__(self) -> str:  # keep the key out of any log line that prints the config
         key = "***" if self.modelslab_api_key else None
@@ -75,6 +84,11 @@ class Config:
             batch_concurrency=_int(env, "CAPTION_BATCH_CONCURRENCY", 4, low=1, high=64),
             max_receive_count=_int(env, "CAPTION_MAX_RECEIVE_COUNT", 5, low=1, high=1000),
             image_transport=transport,
+            provider_slots=_int(env, "CAPTION_PROVIDER_SLOTS", 1, low=1, high=64),
+            daily_budget_usd=_float(
+                env, "CAPTION_DAILY_BUDGET_USD", 0.0, low=0.0, high=1_000_000.0
+            ),
+            queue_url=env.get("CAPTION_QUEUE_URL", "").strip() or None,
         )
         if cfg.max_header_bytes < cfg.header_bytes:
             raise ConfigError("CAPTION_MAX_HEADER_BYTES must be at least CAPTION_HEADER_BYTES")

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import threading
+from contextvars import ContextVar
 from typing import Any
 
 from captioner.app import App
 from captioner.observability import logger, metrics, tracer
 
-_app: App | None = None
+# Which instance is invoking. In Lambda there is one per process (None). The local stack
+# runs several "instances" as threads of one process and names each, so each gets its own
+# App (clients, provider slots) as separate Lambda containers would.
+instance: ContextVar[str | None] = ContextVar("captioner_instance", default=None)
+_apps: dict[str | None, App] = {}
+_lock = threading.Lock()
 
 
 def get_app() -> App:
     """Built on the first invocation (not at import) and reused by the warm container, so
     the local stack and tests can set the environment before it is read."""
-    global _app
-    if _app is None:
-        _app = App.from_env()
-    return _app
+    key = instance.get()
+    app = _apps.get(key)
+    if app is None:
+        with _lock:
+            app = _apps.get(key)
+            if app is None:
+                app = _apps[key] = App.from_env()
+    return app
 
 
 def reset() -> None:
-    """Forget the cached app (tests, local stack restarts)."""
-    global _app
-    _app = None
+    """Forget the cached apps (tests, local stack restarts)."""
+    with _lock:
+        _apps.clear()
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -52,6 +52,10 @@ class PowertoolsTelemetry:
     def provider_latency(self, provider: str, ms: float) -> None:
         add_metric("ProviderLatency", MetricUnit.Milliseconds, ms)
 
+    def budget_exhausted(self) -> None:
+        add_metric("BudgetExhausted", MetricUnit.Count)
+        logger.warning("daily budget reached: the row waits for the budget sweep")
+
     def retry(self, error: Exception, wait: float) -> None:
         add_metric("ProviderRetries", MetricUnit.Count)
         logger.warning(

@@ -170,7 +170,8 @@ class Result:
     tag_value: str | None = None
 
 
-RESULT_FIELDS = (*(f.name for f in fields(Result)), "provider_job_rev", "deleted_at")
+# requeued_at: the budget sweep's mark (sweep.py); any result written removes it
+RESULT_FIELDS = (*(f.name for f in fields(Result)), "provider_job_rev", "deleted_at", "requeued_at")
 
 
 def now_iso(clock: Callable[[], datetime] | None = None) -> str:

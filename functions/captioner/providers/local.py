@@ -173,6 +173,8 @@ class LocalProvider:
 
     name = "local"
     formats = FORMATS
+    price_usd = 0.0  # runs in the function: no spend to reserve
+    cpu_bound = True  # one caption per vCPU at a time (limits.provider_slots)
 
     def __init__(self, model_path: Path | None = None) -> None:
         self.model_path = model_path or DEFAULT_MODEL

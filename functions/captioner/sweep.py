@@ -1,0 +1,143 @@
+"""The budget sweep: rows parked by the daily budget go back into the queue when it allows.
+
+A record that met the cap was consumed with its row ``PENDING`` and a reason starting with
+``daily budget`` (no lease). Every few minutes (the template's schedule) the function runs
+this sweep: when today's budget pays for more requests (a new UTC day, or a higher
+``DailyBudgetUsd``), it reads the oldest parked rows from the status index, as many as the
+budget pays for (at most ``MAX_PER_SWEEP``), marks each ``requeued_at`` (a conditional
+write: a row that changed meanwhile is left alone) and sends a backfill message for it. A
+marked row is not sent again for ``RESEND_AFTER_S`` (its message is on the way); any result
+written for it removes the mark. Nothing is dead-lettered for the budget, nothing is lost:
+a parked row stays in the table until the sweep's message captions it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from captioner.budget import BUDGET_REASON_PREFIX, DailyBudget
+from captioner.events import backfill_message
+from captioner.requeue import Requeue
+from captioner.store import INDEX_BY_STATUS, Status, from_item, now_iso
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVENT = {"captioner": "budget-sweep"}  # the schedule's input (template.yaml)
+MAX_PER_SWEEP = 2000
+RESEND_AFTER_S = 3600
+
+
+def is_sweep(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("captioner") == SWEEP_EVENT["captioner"]
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    room: int | None  # requests today's budget still pays for (None: no cap)
+    requeued: int
+
+
+class BudgetSweep:
+    def __init__(
+        self,
+        table_name: str,
+        dynamodb_client: Any,
+        budget: DailyBudget,
+        requeue: Requeue,
+        price_usd: float,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.table_name = table_name
+        self._db = dynamodb_client
+        self.budget = budget
+        self.requeue = requeue
+        self.price_usd = price_usd
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def run(self) -> SweepReport:
+        room = self.budget.room(self.price_usd)
+        if room == 0 or self.requeue.queue_url is None:
+            return SweepReport(room, 0)
+        wanted = MAX_PER_SWEEP if room is None else min(room, MAX_PER_SWEEP)
+        bodies = [self._body(row) for row in self._parked(wanted) if self._mark(row)]
+        sent = self.requeue.send_all(bodies) if bodies else 0
+        if sent:
+            log.info("budget sweep re-queued %d parked row(s)", sent)
+        return SweepReport(room, sent)
+
+    def _parked(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest parked rows no delivery holds and no recent sweep re-queued."""
+        now = self._clock()
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s",
+            FilterExpression=(
+                "begins_with(#r, :why) AND (attribute_not_exists(#l) OR #l < :now)"
+                " AND (attribute_not_exists(#q) OR #q < :stale)"
+            ),
+            ExpressionAttributeNames={
+                "#s": "status",
+                "#r": "reason",
+                "#l": "lease_until",
+                "#q": "requeued_at",
+            },
+            ExpressionAttributeValues={
+                ":s": {"S": Status.PENDING.value},
+                ":why": {"S": BUDGET_REASON_PREFIX},
+                ":now": {"S": now_iso(lambda: now)},
+                ":stale": {"S": now_iso(lambda: now - timedelta(seconds=RESEND_AFTER_S))},
+            },
+            ScanIndexForward=True,
+        )
+        rows: list[dict[str, Any]] = []
+        for page in pages:
+            for item in page.get("Items", []):
+                rows.append(from_item(item))
+                if len(rows) >= limit:
+                    return rows
+        return rows
+
+    def _mark(self, row: dict[str, Any]) -> bool:
+        """Mark the row re-queued, unless it changed since it was read."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"bucket": {"S": row["bucket"]}, "key": {"S": row["key"]}},
+                UpdateExpression="SET #q = :now",
+                ConditionExpression="#s = :s AND begins_with(#r, :why) AND #v = :rev",
+                ExpressionAttributeNames={
+                    "#q": "requeued_at",
+                    "#s": "status",
+                    "#r": "reason",
+                    "#v": "revision",
+                },
+                ExpressionAttributeValues={
+                    ":now": {"S": now_iso(self._clock)},
+                    ":s": {"S": Status.PENDING.value},
+                    ":why": {"S": BUDGET_REASON_PREFIX},
+                    ":rev": {"S": str(row.get("revision", ""))},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _body(row: dict[str, Any]) -> str:
+        return backfill_message(
+            row["bucket"],
+            row["key"],
+            version_id=row.get("version_id"),
+            etag=row.get("etag"),
+            size=row.get("size"),
+            provider=row.get("provider"),
+        )
