@@ -30,7 +30,7 @@ from captioner.providers import make_provider
 from captioner.providers.base import CaptionProvider
 from captioner.requeue import Requeue, waits_of
 from captioner.store import CaptionStore
-from captioner.sweep import BudgetSweep, is_sweep
+from captioner.sweep import BudgetSweep, is_sweep, is_sweep_message
 
 # Stop starting provider work this long before the Lambda deadline, so results are written
 # and the batch response is returned before the runtime is frozen.
@@ -180,6 +180,8 @@ class App:
             provider_deadline=ticket.deadline,
             can_wait=self.requeue.can_wait(waits),
         )
+        if is_sweep_message(record.body):  # the schedule's message (template.yaml)
+            return [str(self.sweep()["requeued"])]
         try:
             events = parse_message_body(record.body)
         except Exception:

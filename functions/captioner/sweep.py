@@ -1,8 +1,8 @@
 """The budget sweep: rows parked by the daily budget go back into the queue when it allows.
 
 A record that met the cap was consumed with its row ``PENDING`` and a reason starting with
-``daily budget`` (no lease). Every few minutes (the template's schedule) the function runs
-this sweep: when today's budget pays for more requests (a new UTC day, or a higher
+``daily budget`` (no lease). Every 5 minutes the template's schedule puts a message
+``{"captioner": "budget-sweep"}`` into the caption queue, and the function runs this sweep: when today's budget pays for more requests (a new UTC day, or a higher
 ``DailyBudgetUsd``), it reads the oldest parked rows from the status index, as many as the
 budget pays for (at most ``MAX_PER_SWEEP``), marks each ``requeued_at`` (a conditional
 write: a row that changed meanwhile is left alone) and sends a backfill message for it. A
@@ -13,6 +13,7 @@ a parked row stays in the table until the sweep's message captions it.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,18 @@ RESEND_AFTER_S = 3600
 
 
 def is_sweep(event: Any) -> bool:
+    """A direct invocation asking for a sweep (``aws lambda invoke``)."""
     return isinstance(event, dict) and event.get("captioner") == SWEEP_EVENT["captioner"]
+
+
+def is_sweep_message(body: str) -> bool:
+    """The schedule's message in the caption queue."""
+    if '"budget-sweep"' not in body:  # cheap test first: almost every body is an S3 event
+        return False
+    try:
+        return is_sweep(json.loads(body))
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_template_parameters_and_conditions_are_resolved():
         10,
         True,
     )
-    assert event.max_concurrency == parameter_default("MaximumConcurrency")
+    assert event.max_concurrency == parameter_default("ProviderConcurrency")
     with pytest.raises(Exception, match="unknown template parameter"):
         StackTemplate(parameters={"NoSuchParameter": "x"})
 
