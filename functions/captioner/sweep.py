@@ -153,3 +153,20 @@ class BudgetSweep:
             size=row.get("size"),
             provider=row.get("provider"),
         )
+
+
+def count_parked(table_name: str, dynamodb_client: Any) -> int:
+    """Rows waiting for the budget (``captioner status``): a COUNT on the status index."""
+    pages = dynamodb_client.get_paginator("query").paginate(
+        TableName=table_name,
+        IndexName=INDEX_BY_STATUS,
+        KeyConditionExpression="#s = :s",
+        FilterExpression="begins_with(#r, :why)",
+        ExpressionAttributeNames={"#s": "status", "#r": "reason"},
+        ExpressionAttributeValues={
+            ":s": {"S": Status.PENDING.value},
+            ":why": {"S": BUDGET_REASON_PREFIX},
+        },
+        Select="COUNT",
+    )
+    return sum(int(page.get("Count", 0)) for page in pages)

@@ -59,6 +59,17 @@ class LocalNames:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """An EventBridge rule that sends a fixed message to one of the stack's queues on a
+    schedule (the budget sweep): the local stack sends it itself, more often."""
+
+    logical_id: str
+    queue_url: str
+    body: str
+    expression: str  # e.g. rate(5 minutes)
+
+
+@dataclass(frozen=True)
 class Resources:
     """What was made: the value of every ``Ref`` and ``Fn::GetAtt`` (``"Id.Attribute"``) by
     logical id, which logical id plays which role, the function and the stack outputs."""
@@ -67,6 +78,7 @@ class Resources:
     refs: dict[str, str]
     function: FunctionSpec  # with every Ref resolved (CAPTIONS_TABLE: !Ref CaptionsTable)
     outputs: dict[str, str]
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def bucket(self) -> str:
@@ -113,7 +125,30 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
     refs |= _create_table(template, client("dynamodb"), ids["table"], names.table, refs)
     function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{names.function}"
     refs |= {function_id: names.function, f"{function_id}.Arn": function_arn}
-    return Resources(ids, refs, template.function(function_id, refs), template.outputs(refs))
+    return Resources(
+        ids,
+        refs,
+        template.function(function_id, refs),
+        template.outputs(refs),
+        _schedules(template, refs),
+    )
+
+
+def _schedules(template: StackTemplate, refs: Mapping[str, str]) -> tuple[Schedule, ...]:
+    """Scheduled rules whose target is a queue made here, with a constant input."""
+    queues = {arn: refs[key[: -len(".Arn")]] for key, arn in refs.items() if key.endswith(".Arn")}
+    found = []
+    for logical_id in template.resources_of_type("AWS::Events::Rule"):
+        props = template.resolve(template.properties(logical_id), refs)
+        if "ScheduleExpression" not in props:
+            continue
+        for target in props.get("Targets", []):
+            url = queues.get(target.get("Arn"))
+            if isinstance(url, str) and url.startswith("http") and "Input" in target:
+                found.append(
+                    Schedule(logical_id, url, target["Input"], props["ScheduleExpression"])
+                )
+    return tuple(found)
 
 
 def sqs_event(function: FunctionSpec) -> SqsEventSource:

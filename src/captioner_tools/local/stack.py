@@ -24,9 +24,11 @@ from botocore.config import Config as BotoConfig
 
 from captioner.store import CaptionReader
 from captioner_tools.errors import LocalStackError
+from captioner_tools.local.atomic import serialize_moto
 from captioner_tools.local.defaults import (
     DEFAULT_PORT,
     DEFAULT_RETRY_DELAY_S,
+    DEFAULT_SCHEDULE_INTERVAL_S,
     DEFAULT_STACK_NAME,
     DUMMY_CREDENTIALS,
     HOST,
@@ -79,12 +81,15 @@ class LocalStack:
         wait_time_s: int = 1,
         log_level: str | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
+        schedule_interval_s: float = DEFAULT_SCHEDULE_INTERVAL_S,
     ) -> None:
         """``visibility_timeout``: seconds a failed message stays invisible before its retry
         (AWS: the queue's VisibilityTimeout, 360 s in the template). ``env``: extra
         variables for the handler (they win over the template's and the shell's).
         ``register_stack`` records the stack's outputs in moto's CloudFormation, so the CLI
         finds the resources by stack name as it does in AWS (costs ~1.5 s at first start).
+        ``schedule_interval_s``: how often the template's scheduled rules (the budget sweep,
+        every 5 minutes in AWS) send their message here; 0 = never.
         """
         self.port = port
         self.visibility_timeout = visibility_timeout
@@ -100,6 +105,9 @@ class LocalStack:
         self.wait_time_s = wait_time_s
         self.log_level = log_level
         self.on_batch = on_batch
+        self.schedule_interval_s = schedule_interval_s
+        self._schedules_stop = threading.Event()
+        self._scheduler: threading.Thread | None = None
         self._resources: Resources | None = None
         self.poller: SqsEventSource | None = None
         self.ignored_variables: list[str] = []
@@ -234,6 +242,7 @@ class LocalStack:
             self._enter_environment()
             if self.poll:
                 self.start_poller()
+                self._start_schedules()
         except BaseException:
             self.stop()
             raise
@@ -242,6 +251,10 @@ class LocalStack:
     def stop(self) -> None:
         """Stop polling (invocations under way finish), restore the environment, discard
         every resource and stop the server. Safe to call twice."""
+        self._schedules_stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join(10)
+            self._scheduler = None
         self.stop_poller()
         self._leave_environment()
         if self._server is not None:
@@ -282,7 +295,28 @@ class LocalStack:
             ),
             region=REGION,
             on_batch=self.on_batch,
+            on_instance=_name_instance,
         ).start()
+
+    def run_schedules(self) -> None:
+        """Send every scheduled rule's message now (what EventBridge does on its schedule)."""
+        for schedule in self.resources.schedules:
+            self.client("sqs").send_message(QueueUrl=schedule.queue_url, MessageBody=schedule.body)
+
+    def _start_schedules(self) -> None:
+        if self.schedule_interval_s <= 0 or not self.resources.schedules:
+            return
+        self._schedules_stop.clear()
+
+        def tick() -> None:
+            while not self._schedules_stop.wait(self.schedule_interval_s):
+                try:
+                    self.run_schedules()
+                except Exception as exc:  # the endpoint is going away: the next tick retries
+                    log.debug("scheduled message not sent: %s", exc)
+
+        self._scheduler = threading.Thread(target=tick, name="schedules", daemon=True)
+        self._scheduler.start()
 
     def stop_poller(self) -> None:
         if self.poller is not None:
@@ -298,6 +332,7 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        serialize_moto()  # conditional writes and receives as atomic as AWS's
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
         self._server.start()
@@ -328,6 +363,13 @@ class LocalStack:
         if self._env.active:
             self._env.restore()
             self.reset_handler()
+
+
+def _name_instance(name: str) -> None:
+    """Each invoker thread of the event source is one function instance (its own App)."""
+    from captioner import handler
+
+    handler.instance.set(name)
 
 
 def _check_port_free(host: str, port: int) -> None:
