@@ -6,8 +6,8 @@ A record that met the cap was consumed with its row ``PENDING`` and a reason sta
 ``DailyBudgetUsd``), it reads the oldest parked rows from the status index, as many as the
 budget pays for (at most ``MAX_PER_SWEEP``), marks each ``requeued_at`` (a conditional
 write: a row that changed meanwhile is left alone) and sends a backfill message for it. A
-marked row is not sent again for ``RESEND_AFTER_S`` (its message is on the way); any result
-written for it removes the mark. Nothing is dead-lettered for the budget, nothing is lost:
+marked row is not sent again for ``RESEND_AFTER_S`` (its message is on the way) and counts
+against the budget's room until it is captioned; any result written for it removes the mark. Nothing is dead-lettered for the budget, nothing is lost:
 a parked row stays in the table until the sweep's message captions it.
 """
 
@@ -76,7 +76,10 @@ class BudgetSweep:
         room = self.budget.room(self.price_usd)
         if room == 0 or self.requeue.queue_url is None:
             return SweepReport(room, 0)
-        wanted = MAX_PER_SWEEP if room is None else min(room, MAX_PER_SWEEP)
+        # rows re-queued by an earlier sweep and not captioned yet will spend too
+        wanted = MAX_PER_SWEEP if room is None else min(room - self._on_the_way(), MAX_PER_SWEEP)
+        if wanted <= 0:
+            return SweepReport(room, 0)
         bodies = [self._body(row) for row in self._parked(wanted) if self._mark(row)]
         sent = self.requeue.send_all(bodies) if bodies else 0
         if sent:
@@ -116,19 +119,44 @@ class BudgetSweep:
                     return rows
         return rows
 
+    def _on_the_way(self) -> int:
+        """Parked rows a sweep re-queued within ``RESEND_AFTER_S``: their messages are in
+        the queue. Marking sets ``updated_at``, so only the last hour of the index is read."""
+        stale = now_iso(lambda: self._clock() - timedelta(seconds=RESEND_AFTER_S))
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s AND #u >= :stale",
+            FilterExpression="begins_with(#r, :why) AND #q >= :stale",
+            ExpressionAttributeNames={
+                "#s": "status",
+                "#u": "updated_at",
+                "#r": "reason",
+                "#q": "requeued_at",
+            },
+            ExpressionAttributeValues={
+                ":s": {"S": Status.PENDING.value},
+                ":stale": {"S": stale},
+                ":why": {"S": BUDGET_REASON_PREFIX},
+            },
+            Select="COUNT",
+        )
+        return sum(int(page.get("Count", 0)) for page in pages)
+
     def _mark(self, row: dict[str, Any]) -> bool:
         """Mark the row re-queued, unless it changed since it was read."""
         try:
             self._db.update_item(
                 TableName=self.table_name,
                 Key={"bucket": {"S": row["bucket"]}, "key": {"S": row["key"]}},
-                UpdateExpression="SET #q = :now",
+                UpdateExpression="SET #q = :now, #u = :now",
                 ConditionExpression="#s = :s AND begins_with(#r, :why) AND #v = :rev",
                 ExpressionAttributeNames={
                     "#q": "requeued_at",
                     "#s": "status",
                     "#r": "reason",
                     "#v": "revision",
+                    "#u": "updated_at",
                 },
                 ExpressionAttributeValues={
                     ":now": {"S": now_iso(self._clock)},
