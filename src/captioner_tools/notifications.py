@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The template parameter that lists the buckets whose EventBridge events the stack captions.
+EXISTING_BUCKETS_PARAMETER = "ExistingBucketNames"
 EVENTBRIDGE = "EventBridgeConfiguration"
 # The destinations a configuration can name, and the ARN field of each.
 DESTINATIONS = {

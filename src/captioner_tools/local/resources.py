@@ -29,11 +29,10 @@ from captioner_tools.local.template import (
     StackTemplate,
     table_definition,
 )
-from captioner_tools.notifications import enable_eventbridge
+from captioner_tools.notifications import EXISTING_BUCKETS_PARAMETER, enable_eventbridge
 
 Clients = Callable[[str], Any]  # service name → boto3 client of the local endpoint
 
-EXISTING_BUCKETS_PARAMETER = "ExistingBucketNames"
 # Bucket naming rules (general purpose buckets), loosely: 3-63 chars, lowercase, digits, . -
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
