@@ -328,6 +328,11 @@ def test_connect_mistakes_are_one_line(stack):
         cli(stack, "connect", "s3://photos/holiday/"), "connect takes a bucket, not a prefix"
     )
     one_error_line(cli(stack, "connect", "photos"), "not an s3:// URL")
+    one_error_line(
+        cli(stack, "connect", f"s3://{stack.bucket}"),
+        f"s3://{stack.bucket} is the stack's own upload bucket",
+    )
+    assert "EventBridgeConfiguration" not in notifications(stack, stack.bucket)
     port = free_port()
     one_error_line(
         cli(stack, "connect", "s3://photos", "--endpoint-url", f"http://127.0.0.1:{port}"),

@@ -17,7 +17,8 @@ from captioner_tools.errors import CliError, ToolError
 from captioner_tools.notifications import (
     EXISTING_BUCKETS_PARAMETER,
     EventBridgeChange,
-    enable_eventbridge,
+    plan_eventbridge,
+    write_configuration,
 )
 
 
@@ -44,8 +45,17 @@ def connect(
     if target.key.strip("/"):
         raise CliError(f"connect takes a bucket, not a prefix: s3://{target.bucket}")
     deployment = deployment_of(ctx)
-    change = enable_eventbridge(deployment.client("s3"), target.bucket, dry_run=dry_run)
+    s3 = deployment.client("s3")
+    change = plan_eventbridge(s3, target.bucket)
+    if change.needed and target.bucket == _upload_bucket(deployment):
+        raise CliError(
+            f"s3://{target.bucket} is the stack's own upload bucket: S3 already sends its "
+            "events to the caption queue; connect is for the buckets in "
+            f"{EXISTING_BUCKETS_PARAMETER}"
+        )
     listed = listed_in_stack(deployment, target.bucket)
+    if change.needed and not dry_run:
+        write_configuration(s3, change)
     if as_json:
         render.print_json(
             {
@@ -80,6 +90,14 @@ def listed_in_stack(deployment: Deployment, bucket: str) -> bool | None:
     if value is None:
         return None
     return bucket in [name.strip() for name in value.split(",")]
+
+
+def _upload_bucket(deployment: Deployment) -> str | None:
+    """The deployment's own bucket (flag, environment or stack output), if it can be told."""
+    try:
+        return deployment.bucket
+    except (ToolError, ClientError, BotoCoreError):
+        return None
 
 
 def _report(change: EventBridgeChange, dry_run: bool) -> None:

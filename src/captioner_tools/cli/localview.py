@@ -95,7 +95,7 @@ def print_usage(stack: LocalStack) -> None:
         f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{stack.bucket}/photos/",
         f"  captioner list s3://{stack.bucket}/photos/",
         *(
-            f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{name}/photos/"
+            f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{name}/"
             f"  &&  captioner list s3://{name}/"
             for name in stack.existing_buckets[:1]
         ),
