@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from captioner.budget import BudgetExhausted, DailyBudget
+from captioner.budget import BudgetExhausted, DailyBudget, Reservation
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -121,6 +121,7 @@ class _Work:
     image: ImageInfo | None = None
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
     tags: Future[list[tuple[str, str]]] | None = None  # the tags read again after the call
+    prepaid: Reservation | None = None  # spend reserved before the slot, for the first request
 
 
 class Telemetry(Protocol):
@@ -346,11 +347,21 @@ class Pipeline:
         """The provider call, inside one of this instance's provider slots and paid from
         the daily budget (``BudgetExhausted`` before any paid request it cannot afford)."""
         attempt = work.attempt
-        with self.slots(work.provider).hold(until=attempt.deadline - MIN_PROVIDER_S):
-            share = attempt.provider_deadline() if attempt.provider_deadline else attempt.deadline
-            # a share too short for one request helps no one: at least MIN_PROVIDER_S
-            share = max(share, time.monotonic() + MIN_PROVIDER_S)
-            return self._call_in_slot(work, info, min(share, attempt.deadline))
+        if self.budget is not None and work.job_id is None:
+            # reserved before waiting for the slot, so the slot never waits for the write
+            work.prepaid = self.budget.reserve(work.provider.price_usd)
+        try:
+            with self.slots(work.provider).hold(until=attempt.deadline - MIN_PROVIDER_S):
+                share = (
+                    attempt.provider_deadline() if attempt.provider_deadline else attempt.deadline
+                )
+                # a share too short for one request helps no one: at least MIN_PROVIDER_S
+                share = max(share, time.monotonic() + MIN_PROVIDER_S)
+                return self._call_in_slot(work, info, min(share, attempt.deadline))
+        finally:
+            if work.prepaid is not None and self.budget is not None:  # never used: no request
+                self.budget.refund(work.prepaid)
+                work.prepaid = None
 
     def _call_in_slot(self, work: _Work, info: ImageInfo, deadline: float) -> Caption:
         ref = work.claim.ref
@@ -388,7 +399,9 @@ class Pipeline:
     def _paid(self, work: _Work, request: Callable[[], Caption]) -> Caption:
         """A paid request, with its price reserved first and given back when it turned out
         unpaid (a queued job or a reply that may have been charged keeps it)."""
-        reservation = self.budget.reserve(work.provider.price_usd) if self.budget else None
+        reservation, work.prepaid = work.prepaid, None
+        if reservation is None and self.budget is not None:
+            reservation = self.budget.reserve(work.provider.price_usd)
         try:
             return request()
         except ProviderPending:
