@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config as BotoConfig
 
+from captioner.batch import SqsRecord, process_batch
 from captioner.budget import DailyBudget
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
@@ -36,24 +30,6 @@ from captioner.sweep import BudgetSweep, is_sweep, is_sweep_message
 # and the batch response is returned before the runtime is frozen.
 SAFETY_MARGIN_S = 8.0
 MIN_RECORD_SECONDS = 3.0  # a record that starts with less than this is retried later
-
-
-class ConcurrentBatchProcessor(BatchProcessor):
-    """Powertools' SQS BatchProcessor, running records on a bounded thread pool.
-
-    The provider is I/O-bound, so threads overlap its latency; each record still succeeds
-    or fails on its own and only failures are reported back to SQS.
-    """
-
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self.max_workers = max_workers
-
-    def process(self) -> list[tuple]:
-        if len(self.records) <= 1 or self.max_workers == 1:
-            return super().process()
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(self.records))) as pool:
-            return list(pool.map(self._process_record, self.records))
 
 
 class ProviderCache:
@@ -143,20 +119,17 @@ class App:
         return {"room": report.room, "requeued": report.requeued}
 
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        processor = ConcurrentBatchProcessor(self.config.batch_concurrency)
         slots = self.pipeline.slots(self.pipeline.provider).size
         share = TimeShare(_deadline(context), len(event["Records"]), slots)
 
-        def record_handler(record: SQSRecord) -> list[str]:
+        def record_handler(record: SqsRecord) -> list[str]:
             ticket = share.ticket()
             try:
                 return self._sqs_record(record, context, ticket)
             finally:
                 ticket.close()
 
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
+        return process_batch(event["Records"], record_handler, self.config.batch_concurrency)
 
     def handle_direct(self, event: Any, context: Any) -> dict[str, Any]:
         """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).
@@ -169,9 +142,9 @@ class App:
         outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 
-    def _sqs_record(self, record: SQSRecord, context: Any, ticket: Ticket) -> list[str]:
-        receive_count = int(record.attributes.approximate_receive_count or 1)
-        waits = waits_of(record.raw_event.get("messageAttributes"))
+    def _sqs_record(self, record: SqsRecord, context: Any, ticket: Ticket) -> list[str]:
+        receive_count = record.receive_count
+        waits = waits_of(record.message_attributes)
         attempt = Attempt(
             deadline=_deadline(context),
             receive_count=receive_count,
@@ -203,7 +176,7 @@ class App:
         except ComeBackLater as wait:
             return [self._come_back_later(record, waits, wait)]
 
-    def _come_back_later(self, record: SQSRecord, waits: int, wait: ComeBackLater) -> str:
+    def _come_back_later(self, record: SqsRecord, waits: int, wait: ComeBackLater) -> str:
         """Re-send the message with a delay and consume this copy (no delivery counted);
         if SQS refuses, fail the record with its visibility set to the wait instead."""
         try:

@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch to read them
 sys.path[:0] = [str(ROOT), str(ROOT / "functions"), str(ROOT / "src")]
 
 from captioner_tools.local.stack import LocalStack  # noqa: E402
