@@ -462,16 +462,24 @@ class CaptionStore:
         with contextlib.suppress(_Refused):  # the row moved on: its new owner syncs it
             self._transact(bucket, key, w, known, IndexState())
 
+    def reindex_plan(self, row: dict[str, Any]) -> str:
+        """What ``reindex`` would do to this row (without writing)."""
+        known = IndexState.of(row)
+        want = index.wanted(row, str(known.at or row.get("updated_at") or self.now()))
+        if sorted(want.words) == sorted(known.words):
+            return "current"
+        return "unindexed" if want.empty else "indexed"
+
     def reindex(self, row: dict[str, Any]) -> str:
         """Make one row's postings match its caption, as the function would have written
         them (``captioner backfill --reindex``; never pays a provider). Returns what was
         done: "indexed", "unindexed", "current" or "changed" (the row changed meanwhile: its
         writer keeps the index right)."""
         bucket, key = str(row["bucket"]), str(row["key"])
+        if self.reindex_plan(row) == "current":
+            return "current"
         known = IndexState.of(row)
         want = index.wanted(row, str(known.at or row.get("updated_at") or self.now()))
-        if sorted(want.words) == sorted(known.words) and bool(want.at) == bool(known.at):
-            return "current"
         w = _Write()
         # the words come from this caption: only while the row still has it
         cap = w.name("caption")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from captioner import index
 from captioner_tools.cli.app import app
 from captioner_tools.cli.render import CSV_COLUMNS
 from tests import images
@@ -128,8 +129,88 @@ def test_list_by_status_alone_uses_the_status_index(gallery):
 def test_search_is_case_insensitive_and_needs_every_word(gallery):
     found = json.loads(ok(cli(gallery, "search", "PICTURE named BLUE", "--json")))
     assert [r["key"] for r in found] == ["e2e/blue.jpg"]
+    assert found[0] == row(gallery, "e2e/blue.jpg")  # the rows, as `get --json` prints them
     assert json.loads(ok(cli(gallery, "search", "named zebra", "--json"))) == []
-    assert "e2e/red dot.png" in ok(cli(gallery, "search", "red dot"))
+    assert "e2e/red dot.png" in ok(cli(gallery, "search", "red", "dot"))
+    parsed = list(csv.reader(io.StringIO(ok(cli(gallery, "search", "named", "dot", "--csv")))))
+    assert tuple(parsed[0]) == CSV_COLUMNS and [r[1] for r in parsed[1:]] == ["e2e/red dot.png"]
+
+
+def count_dynamodb_calls(monkeypatch):
+    from captioner_tools.cli.target import Deployment
+
+    calls, real = [], Deployment.client
+
+    def counting(self, service):
+        client = real(self, service)
+        if service == "dynamodb" and not getattr(client, "_counted", False):
+            client.meta.events.register(
+                "before-call.*.*", lambda model, **kw: calls.append(model.name)
+            )
+            client._counted = True
+        return client
+
+    monkeypatch.setattr(Deployment, "client", counting)
+    return calls
+
+
+def test_search_reads_the_word_index_not_the_table(gallery, monkeypatch):
+    calls = count_dynamodb_calls(monkeypatch)
+    found = json.loads(ok(cli(gallery, "search", "named", "jpg", "--json")))
+    assert [r["key"] for r in found] == ["e2e/blue.jpg"]
+    # the stack outputs (CloudFormation) aside: the word's shards, then the rows found
+    assert "Scan" not in calls
+    assert calls == ["Query"] * index.SHARDS + ["BatchGetItem"]
+    calls.clear()
+    scanned = json.loads(ok(cli(gallery, "search", "named", "jpg", "--scan", "--json")))
+    assert scanned == found and calls == ["DescribeTable", "Scan"]
+
+
+def test_search_filters_by_prefix_and_status_and_pages_newest_first(gallery):
+    url = f"s3://{gallery.bucket}/e2e/"
+    both = json.loads(ok(cli(gallery, "search", "named", url, "--json")))
+    assert [r["key"] for r in both] == ["e2e/blue.jpg", "e2e/red dot.png"]  # uploaded last
+    assert (
+        json.loads(ok(cli(gallery, "search", "named", f"s3://{gallery.bucket}/nope/", "--json")))
+        == []
+    )
+    assert (
+        json.loads(ok(cli(gallery, "search", "named", url, "--status", "failed", "--json"))) == []
+    )
+    assert len(json.loads(ok(cli(gallery, "search", "named", "-s", "CAPTIONED", "--json")))) >= 2
+    first = cli(gallery, "search", "named", url, "--limit", "1", "--json")
+    assert [r["key"] for r in json.loads(first.stdout)] == ["e2e/blue.jpg"]
+    cursor = first.stderr.split("--after ", 1)[1].strip()
+    rest = json.loads(ok(cli(gallery, "search", "named", url, "--after", cursor, "--json")))
+    assert [r["key"] for r in rest] == ["e2e/red dot.png"]
+
+
+def test_search_explains_words_it_cannot_search(gallery):
+    one_error_line(cli(gallery, "search", "a", "photo", "of"), "very common words", "--scan")
+    one_error_line(cli(gallery, "search", "x", "--status", "deleted"), "--scan --status DELETED")
+
+
+def test_reindex_makes_rows_from_before_the_index_searchable_without_captioning(gallery):
+    ddb = gallery.client("dynamodb")
+    table = gallery.table
+    old = {"bucket": gallery.bucket, "key": "old/walrus.jpg", "status": "CAPTIONED",
+           "caption": "A walrus on the ice", "updated_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+    ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in old.items()})
+    assert json.loads(ok(cli(gallery, "search", "walrus", "--json"))) == []
+    assert [
+        r["key"] for r in json.loads(ok(cli(gallery, "search", "walrus", "--scan", "--json")))
+    ] == ["old/walrus.jpg"]
+    url = f"s3://{gallery.bucket}/old/"
+    dry = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--dry-run", "--json")))
+    assert dry["rows"] == 1 and dry["indexed"] == 1
+    assert json.loads(ok(cli(gallery, "search", "walrus", "--json"))) == []
+    done = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--json")))
+    assert done["rows"] == 1 and done["indexed"] == 1 and not done["dry_run"]
+    found = json.loads(ok(cli(gallery, "search", "walrus", "--json")))
+    assert [r["key"] for r in found] == ["old/walrus.jpg"]
+    assert found[0]["updated_at"] == old["updated_at"]  # a caption row, not re-captioned
+    again = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--json")))
+    assert again["current"] == 1 and again["indexed"] == 0
 
 
 # -- status, dead letters and redrive ----------------------------------------------------------
