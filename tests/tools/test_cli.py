@@ -524,3 +524,33 @@ def _start_reader(proc):
 def test_script_is_installed():
     assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[dev]' first"
     assert os.access(SCRIPT, os.X_OK)
+
+
+def test_search_by_meaning_ranks_captions_that_say_it_in_other_words(
+    gallery, monkeypatch, tmp_path
+):
+    from captioner.store import CaptionStore, ObjectRef, Result, Status, TagStatus
+    from captioner_tools.search import ranking
+
+    store = CaptionStore(gallery.table, gallery.client("dynamodb"))
+    for key, text in (("pets/kitten.jpg", "A photo of a kitten asleep."),
+                      ("pets/cat.jpg", "A photo of an Egyptian cat or a tiger cat."),
+                      ("pets/coffee.jpg", "A photo of an espresso.")):  # fmt: skip
+        claim = store.claim(ObjectRef(gallery.bucket, key, "v1", "e", 5, None), 60)
+        store.save_result(claim, Result(Status.CAPTIONED, caption=text))
+        store.save_tag(claim, TagStatus.WRITTEN, text, None)
+    monkeypatch.setattr(ranking, "vocabulary_words", lambda: ["cat", "kitten", "dog", "coffee"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    url = f"s3://{gallery.bucket}/pets/"
+    exact = json.loads(ok(cli(gallery, "search", "tabby", "cat", url, "--json")))
+    assert [r["key"] for r in exact] == []  # no caption has both words
+    result = cli(gallery, "search", "tabby", "cat", url, "--meaning", "--json")
+    ok(result)
+    found = json.loads(result.stdout)
+    assert [r["key"] for r in found][:2] == ["pets/cat.jpg", "pets/kitten.jpg"]
+    assert all(0 < r["score"] <= 1 for r in found) and "pets/coffee.jpg" not in [
+        r["key"] for r in found
+    ]
+    assert "embedding the search vocabulary" in result.stderr  # once, then cached
+    again = cli(gallery, "search", "kitten", url, "--meaning")
+    assert "pets/kitten.jpg" in ok(again) and "embedding" not in again.stderr

@@ -166,7 +166,7 @@ def search(
         if meaning:
             from captioner_tools.search.ranking import rank_by_meaning
 
-            page = rank_by_meaning(IndexSearch(captions), query)
+            page = rank_by_meaning(IndexSearch(captions), query, notify=render.err.print)
         else:
             page = IndexSearch(captions).find(query)
     except NothingToSearch as exc:
