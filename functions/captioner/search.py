@@ -90,6 +90,9 @@ class IndexSearch:
                     if query.limit and len(rows) >= query.limit:
                         return SearchPage(rows, posting.sort_key)
 
+    def rows_at(self, objects: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        return self._reader.rows_at(objects)
+
     def postings(self, word: str, others: list[str], query: SearchQuery) -> Iterator[Posting]:
         """The postings of ``word`` that also list ``others`` (and lie in the bucket and
         prefix), newest first across its shards."""
