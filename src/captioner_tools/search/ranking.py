@@ -2,8 +2,8 @@
 
 The word index only knows words. To find "A photo of a kitten." for "tabby cat", each query
 word is widened to its nearest words in a vocabulary (cosine of their sentence vectors ≥
-NEIGHBOUR_MIN: cat → kitten, feline), the postings of all of them are read (newest
-CANDIDATES_PER_WORD per word), their rows checked as for any search, and the captions ranked
+NEIGHBOUR_MIN: cat → kitten, feline), the newest postings of all of them are read (at most
+CANDIDATES in all), their rows checked as for any search, and the captions ranked
 by the cosine of their vector with the query's; those under SCORE_MIN are dropped.
 
 Where the vectors live: nowhere in AWS. The query, the candidates' captions and the
@@ -36,7 +36,7 @@ from captioner_tools.search.tokenizer import default as tokenizer
 COMMON_WORDS = 25_000  # whole words of the model's vocabulary, most frequent first (all of them)
 NEIGHBOURS = 10  # words each query word is widened to, at most
 NEIGHBOUR_MIN = 0.5  # cosine of two words' vectors (cat~kitten 0.79, coffee~espresso 0.56)
-CANDIDATES_PER_WORD = 200
+CANDIDATES = 300  # rows read and embedded per search, at most (split between the words)
 SCORE_MIN = 0.25  # cosine of the query and a caption ("tabby cat" ~ "A photo of a kitten." 0.42)
 
 
@@ -102,11 +102,10 @@ def default_vocabulary(notify: Callable[[str], None] | None = None) -> Vocabular
 
 
 def widen(words: list[str], vocab: Vocabulary, model: Embedder) -> list[str]:
-    """Each word, then its nearest vocabulary words (all in the index's form)."""
+    """The words, then their nearest vocabulary words (all in the index's form)."""
     vectors = model.embed(words)
-    found: dict[str, None] = {}
+    found: dict[str, None] = dict.fromkeys(words)
     for word, vector in zip(words, vectors, strict=True):
-        found[word] = None
         found.update(dict.fromkeys(vocab.neighbours(word, vector)))
     return list(found)
 
@@ -126,10 +125,9 @@ def rank_by_meaning(
     terms = widen(query_words(query.text), vocab, model)
     where = SearchQuery(query.text, bucket=query.bucket, prefix=query.prefix, limit=None)
     postings: dict[tuple[str, str], Posting] = {}
-    for term in terms:
-        for posting in itertools.islice(
-            search.postings(term, [], where), CANDIDATES_PER_WORD
-        ):  # the newest of each word
+    for term in terms:  # the newest postings of each word, the query's own words first
+        share = max((CANDIDATES - len(postings)) // max(len(terms) - terms.index(term), 1), 0)
+        for posting in itertools.islice(search.postings(term, [], where), share):
             postings.setdefault((posting.bucket, posting.key), posting)
     rows = search.rows_at(list(postings))
     candidates = [row for obj, row in rows.items() if matches(row, postings[obj], [], query.status)]
