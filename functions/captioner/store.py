@@ -18,6 +18,11 @@ How a delivery owns a row (each step is one conditional UpdateItem):
 The lease runs to the end of A's invocation (plus clock skew), so it cannot lapse while A
 is alive; the token fences A's later writes, so a delete or a newer version that took the
 row in between is never overwritten.
+
+The word index (``captioner.index``) lives in this table too, under partition keys no
+bucket can have. ``save_result`` writes a row's postings with the row in one transaction
+(fenced like the row, and by the index state the row records); ``mark_deleted`` removes
+them after marking the row. ``save_tag`` and the claim never touch them.
 """
 
 from __future__ import annotations
