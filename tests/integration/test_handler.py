@@ -8,10 +8,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from captioner import handler
+from captioner.search import IndexSearch, SearchQuery
+from captioner.store import CaptionReader
 from tests import images
 from tests.conftest import (
     API_KEY,
     BUCKET,
+    TABLE,
     eventbridge_event,
     fast,
     notification,
@@ -524,6 +527,24 @@ def test_delete_marker_marks_the_row_deleted(app_env, fake_modelslab, lambda_con
     assert row["deleted_at"].endswith("Z")
 
 
+def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_search(
+    app_env, fake_modelslab, lambda_context
+):
+    _, event = put_event(app_env, "gone2.png", images.png(), sequencer="10")
+    run(event, lambda_context)
+    finder = IndexSearch(CaptionReader(TABLE, app_env.ddb))
+    assert [r["key"] for r in finder.find(SearchQuery("gone2")).rows] == ["gone2.png"]
+    app_env.s3.delete_object(Bucket=BUCKET, Key="gone2.png")
+    removed = notification(
+        s3_record("gone2.png", event_name="ObjectRemoved:DeleteMarkerCreated", sequencer="11")
+    )
+    calls = count_aws_calls(handler.get_app())
+    run(removed, lambda_context)
+    # the object is gone (HEAD), the row DELETED, then its postings removed
+    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems"]
+    assert finder.find(SearchQuery("gone2")).rows == []
+
+
 def test_late_delete_of_an_older_event_does_not_mark_a_newer_upload(
     app_env, fake_modelslab, lambda_context
 ):
@@ -569,14 +590,17 @@ def test_a_real_s3_event_costs_eight_aws_round_trips_and_one_paid_call(
         )  # fmt: skip
     handler.lambda_handler(sqs_event(event), lambda_context)
     # claim; the opt-out tags and the header side by side; the spend reserved; the paid
-    # caption made durable at once, next to the tags read again (the uploader may have added
-    # some during the provider call); the tag write; the tag result
+    # caption made durable at once (one transaction with its postings in the word index),
+    # next to the tags read again (the uploader may have added some during the provider
+    # call); the tag write; the tag result
     assert calls[0] == "UpdateItem"
     assert sorted(calls[1:3]) == ["GetObject", "GetObjectTagging"]
     assert calls[3] == "Reserve"
-    assert sorted(calls[4:6]) == ["GetObjectTagging", "UpdateItem"]
+    assert sorted(calls[4:6]) == ["GetObjectTagging", "TransactWriteItems"]
     assert calls[6:] == ["PutObjectTagging", "UpdateItem"]
     assert len(fake_modelslab.paid_calls()) == 1
+    found = IndexSearch(CaptionReader(TABLE, app_env.ddb)).find(SearchQuery("cost png"))
+    assert [r["key"] for r in found.rows] == ["cost.png"]
 
 
 def test_a_duplicate_costs_one_conditional_write_and_nothing_else(

@@ -78,7 +78,12 @@ def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float 
         lambda: row(stack, key),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
-        lambda r: r is not None and r.get("status") in statuses,
+        # CAPTIONED is written before the tag; a row is finished once its tag step is too
+        lambda r: (
+            r is not None
+            and r.get("status") in statuses
+            and (r.get("status") != "CAPTIONED" or "tag_status" in r)
+        ),
         timeout,
         f"{key} to be {'/'.join(statuses)}",
     )
