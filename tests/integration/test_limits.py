@@ -27,6 +27,7 @@ from captioner_tools.local.poller import FunctionTarget, PollerSettings, SqsEven
 from tests import images
 from tests.conftest import TABLE, LambdaContext, fast, notification, s3_record, sqs_event
 from tests.fakes.modelslab import Reply
+from tests.faults.harness import AtomicDynamoDB
 
 PRICE = Decimal("0.0047")
 MAX_RECEIVES = 3  # the queue's redrive policy, as CAPTION_MAX_RECEIVE_COUNT in app_env
@@ -113,6 +114,11 @@ def test_two_instances_never_exceed_the_limit(app_env, fake_modelslab, monkeypat
     fake_modelslab.rule = lambda body: Reply({"status": "success", "output": ["ok"]}, delay=0.15)
     batches = [[upload(app_env, f"i{n}/{i}.png") for i in range(6)] for n in range(2)]
     instances = [fast(App.from_env()) for _ in batches]
+    for app in instances:  # DynamoDB applies each write atomically; in-process moto does not
+        atomic = AtomicDynamoDB(app.pipeline.store._db)
+        app.pipeline.store._db = atomic
+        assert app.pipeline.budget is not None
+        app.pipeline.budget._db = atomic
     results: list[dict[str, Any]] = []
 
     def run(app: App, batch: list[dict[str, Any]]) -> None:
@@ -356,7 +362,6 @@ def test_a_dead_job_is_paid_again_only_through_a_reservation(app_env, fake_model
 def test_concurrent_reservations_never_pass_the_cap(aws):
     """Sixteen threads reserving against a cap of five requests: exactly five succeed."""
     from captioner.budget import BudgetExhausted, DailyBudget
-    from tests.faults.harness import AtomicDynamoDB
 
     budget = DailyBudget(TABLE, AtomicDynamoDB(aws.ddb), float(5 * PRICE))
     won, lost = [], []
