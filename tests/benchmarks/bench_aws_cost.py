@@ -94,6 +94,10 @@ class ModelDynamoDB:
         with self.calls.call("UpdateItem", self.latency):
             return {"Attributes": {}}  # a new row: nothing before the claim
 
+    def transact_write_items(self, **kw: Any) -> dict[str, Any]:
+        with self.calls.call("TransactWriteItems", self.latency):  # the row and its postings
+            return {}
+
     def put_item(self, **kw: Any) -> dict[str, Any]:
         with self.calls.call("PutItem", self.latency):
             return {}
@@ -177,7 +181,7 @@ def main() -> None:
     base = baseline_run(args.n, args.s3_ms, args.ddb_ms)
     handler_ms, base_ms = statistics.median(times) * 1000, statistics.median(base) * 1000
     modeled_serial = (
-        sum(n * (args.s3_ms if name != "UpdateItem" else args.ddb_ms) for name, n in counts.items())
+        sum(n * (args.ddb_ms if name in ("UpdateItem", "TransactWriteItems") else args.s3_ms) for name, n in counts.items())
         / args.n
     )
     print(f"latency model: S3 {args.s3_ms:.0f} ms, DynamoDB {args.ddb_ms:.0f} ms per call; "
