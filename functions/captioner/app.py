@@ -47,7 +47,7 @@ class ConcurrentBatchProcessor(BatchProcessor):
         super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         self.max_workers = max_workers
 
-    def process(self) -> list[tuple]:
+    def process(self) -> list[tuple[Any, ...]]:
         if len(self.records) <= 1 or self.max_workers == 1:
             return super().process()
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(self.records))) as pool:
@@ -136,9 +136,10 @@ class App:
         def record_handler(record: SQSRecord) -> list[str]:
             return self._sqs_record(record, context, share.next_deadline())
 
-        return process_partial_response(
+        response = process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
+        return dict(response)
 
     def handle_direct(self, event: Any, context: Any) -> dict[str, Any]:
         """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from captioner.config import Config
 from captioner.errors import (
@@ -380,7 +380,13 @@ def _taken() -> Outcome:
     )
 
 
-def _image_fields(info: ImageInfo | None) -> dict[str, object]:
+class _ImageFields(TypedDict, total=False):
+    format: str
+    width: int
+    height: int
+
+
+def _image_fields(info: ImageInfo | None) -> _ImageFields:
     if info is None:
         return {}
     return {"format": info.format, "width": info.width, "height": info.height}

@@ -104,7 +104,8 @@ class Claim:
     @property
     def same_revision(self) -> bool:
         """The previous row described this very version (a retry or a duplicate)."""
-        return bool(self.previous) and self.previous.get("revision") == self.ref.revision
+        prev = self.previous
+        return prev is not None and prev.get("revision") == self.ref.revision
 
     @property
     def attempts(self) -> int:
@@ -513,7 +514,8 @@ def _why_blocked(
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    code: str = exc.response.get("Error", {}).get("Code", "")
+    return code == "ConditionalCheckFailedException"
 
 
 def _key(bucket: str, key: str) -> dict[str, Any]:

@@ -63,7 +63,8 @@ class _Model:
 
         logits = self.session.run(None, {self.input_name: pixels})[0][0]
         exp = np.exp(logits - logits.max())  # shift for numerical stability
-        return exp / exp.sum()
+        probabilities: np.ndarray = exp / exp.sum()
+        return probabilities
 
 
 _models: dict[Path, _Model] = {}

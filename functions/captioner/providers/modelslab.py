@@ -418,8 +418,8 @@ def _shrink_for_upload(data: bytes, fmt: str) -> bytes:
         return data
     from PIL import Image  # only the CLI's local-file path gets here
 
-    with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
+    with Image.open(io.BytesIO(data)) as original:
+        im = original.convert("RGB")
         im.thumbnail((2048, 2048))
         out = io.BytesIO()
         im.save(out, "JPEG", quality=88)

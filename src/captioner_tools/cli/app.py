@@ -33,7 +33,7 @@ from captioner_tools.cli.render import err
 class CaptionerGroup(TyperGroup):
     """Turns known errors into one line on stderr."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context: Typer vendors click privately
         try:
             return super().invoke(ctx)
         except (Exit, Abort, TyperException, BrokenPipeError):
