@@ -1,9 +1,9 @@
 """Caption one object: event → object reference → claim → image check → provider → row → tags.
 
 This module knows nothing of Lambda or SQS. It takes plain values, talks to S3, DynamoDB and
-the provider through small adapters, and either returns an ``Outcome`` (the message is done)
-or raises ``RetryLater`` (the message must come back: the provider or the configuration is at
-fault, not the image).
+the provider through its ports (``ports.py``), and either returns an ``Outcome`` (the message
+is done) or raises ``RetryLater`` (the message must come back: the provider or the
+configuration is at fault, not the image).
 
 What it promises (tests/faults): a version is paid for at most once — a queued or linked
 provider job is stored before anything else can fail and polled on retry, and a paid caption
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypedDict
+from typing import TypedDict
 
 from captioner.config import Config
 from captioner.errors import (
@@ -33,11 +33,11 @@ from captioner.errors import (
 )
 from captioner.events import ObjectEvent
 from captioner.images import ImageLimits, check_image
-from captioner.objects import ObjectMissing, ObjectStore
+from captioner.objects import ObjectMissing
+from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
 from captioner.retry import Backoff, call_with_retries
 from captioner.store import (
-    CaptionStore,
     Claim,
     ClaimOutcome,
     ObjectRef,
@@ -97,24 +97,12 @@ class _Work:
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
 
 
-class Telemetry(Protocol):
-    def outcome(self, status: str) -> None: ...
-    def provider_latency(self, provider: str, ms: float) -> None: ...
-    def retry(self, error: Exception, wait: float) -> None: ...
-
-
-class NoTelemetry:
-    def outcome(self, status: str) -> None: ...
-    def provider_latency(self, provider: str, ms: float) -> None: ...
-    def retry(self, error: Exception, wait: float) -> None: ...
-
-
 class Pipeline:
     def __init__(
         self,
         config: Config,
-        objects: ObjectStore,
-        store: CaptionStore,
+        objects: Objects,
+        store: Captions,
         provider: CaptionProvider,
         telemetry: Telemetry | None = None,
         *,
