@@ -1,8 +1,9 @@
 """ModelsLab Image-Caption client (``POST {base}/image_editing/caption``).
 
-See shared/modelslab-api.md: the same fault arrives as a real HTTP status or as HTTP 200
-with ``status: error``, messages are sometimes spelled ``messege`` or nested, and queued
-jobs are polled at ``/image_editing/fetch/{id}`` (free) rather than resubmitted (paid).
+The contract it relies on is written down in docs/modelslab.md: the same fault arrives as a
+real HTTP status or as HTTP 200 with ``status: error``, messages are sometimes spelled
+``messege`` or nested, and queued jobs are polled at ``/image_editing/fetch/{id}`` (free)
+rather than resubmitted (paid).
 Every failure maps onto one of the ``errors.Provider*`` types; the API key never appears
 in any message this module produces.
 """
