@@ -102,7 +102,19 @@ class App:
 
     @classmethod
     def from_env(cls) -> App:
-        config = Config.from_env()
+        """The Lambda path: configuration from the environment, AWS as the runtime gives it."""
+        return cls.build(Config.from_env())
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        session: boto3.session.Session | None = None,
+        endpoint_url: str | None = None,
+    ) -> App:
+        """An app for ``config``; ``session`` and ``endpoint_url`` (the local stack's moto)
+        replace the AWS credentials and endpoints of the environment."""
         boto_cfg = BotoConfig(
             max_pool_connections=max(10, config.batch_concurrency * 3),
             retries={"mode": "standard", "max_attempts": 3},
@@ -110,9 +122,11 @@ class App:
             read_timeout=20,
             signature_version="s3v4",
         )
-        session = boto3.session.Session()
-        objects = ObjectStore(session.client("s3", config=boto_cfg))
-        store = CaptionStore(config.captions_table, session.client("dynamodb", config=boto_cfg))
+        session = session or boto3.session.Session()
+        s3 = session.client("s3", config=boto_cfg, endpoint_url=endpoint_url)
+        dynamodb = session.client("dynamodb", config=boto_cfg, endpoint_url=endpoint_url)
+        objects = ObjectStore(s3)
+        store = CaptionStore(config.captions_table, dynamodb)
         pipeline = Pipeline(
             config,
             objects,

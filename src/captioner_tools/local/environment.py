@@ -2,8 +2,10 @@
 
 Lambda hands a function its configuration as environment variables, and the handler reads
 them (``Config.from_env``) on its first invocation. The local stack runs that same handler in
-this process, so it sets the same variables, as the template declares them, for as long as
-it runs (``EnvironmentPatch``), and puts the shell's values back when it stops.
+this process: it computes the same variables, as the template declares them, and builds the
+function's app from them (``Config.from_env(variables)``). Only Powertools' own variables are
+set in the process (``EnvironmentPatch``), since Powertools reads them there; the shell's
+values come back when the stack stops.
 """
 
 from __future__ import annotations

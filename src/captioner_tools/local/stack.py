@@ -3,6 +3,10 @@ template.yaml in it (``resources``), the function's environment (``environment``
 Lambda handler fed by a local SQS event source (``poller``), all in this process. State lives
 in memory and is gone when the stack stops.
 
+The handler runs an ``App`` built from the function's environment as a ``Config`` and a boto3
+session pointed at moto; only Powertools' own variables are set in ``os.environ``, because
+Powertools reads them there (whether to emit metrics, at every flush).
+
     with LocalStack(port=0) as stack:          # 0: any free port
         boto3.client("s3", endpoint_url=stack.endpoint_url, ...).put_object(...)
 """
@@ -22,6 +26,9 @@ import boto3
 import httpx
 from botocore.config import Config as BotoConfig
 
+from captioner.app import App
+from captioner.config import Config
+from captioner.handler import handler_for
 from captioner.store import CaptionReader
 from captioner_tools.errors import LocalStackError
 from captioner_tools.local.defaults import (
@@ -108,6 +115,7 @@ class LocalStack:
         self._shell_env = dict(os.environ)  # the environment before the stack changed it
         self._env = EnvironmentPatch()
         self._old_log_level: int | None = None
+        self._app: App | None = None
 
     # -- what callers read --------------------------------------------------------------------
 
@@ -154,15 +162,18 @@ class LocalStack:
     def max_receive_count(self) -> int:
         return int(self.template.parameter("MaxReceiveCount"))
 
+    @property
+    def app(self) -> App:
+        """The function's app, as the handler runs it (once started)."""
+        if self._app is None:
+            raise LocalStackError("the local stack is not started")
+        return self._app
+
     def client(self, service: str) -> Any:
         """A boto3 client for this stack (explicit endpoint and dummy credentials, so the
         process environment does not matter); made once per service, shared by threads."""
         if service not in self._clients:
-            self._clients[service] = boto3.session.Session(
-                aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                region_name=REGION,
-            ).client(
+            self._clients[service] = _session().client(
                 service,
                 endpoint_url=self.endpoint_url,
                 config=BotoConfig(
@@ -261,13 +272,15 @@ class LocalStack:
             return
         function = self.resources.function
         event = sqs_event(function)
+        import_handler(function.handler)  # as Lambda would: the template's handler must exist
         self.poller = SqsEventSource(
             self.client("sqs"),
             self.queue_url,
             self.queue_arn,
             FunctionTarget(
                 name=self.names.function,
-                handler=import_handler(function.handler),
+                # the template's captioner.handler.lambda_handler, running this stack's app
+                handler=handler_for(lambda: self.app),
                 timeout_s=function.timeout_s,
                 memory_mb=function.memory_mb,
             ),
@@ -289,11 +302,22 @@ class LocalStack:
             self.poller.stop()
 
     def reset_handler(self) -> None:
-        """Make the handler read its environment again on the next invocation (the next
-        "cold start"), e.g. after changing a variable."""
-        from captioner import handler
+        """Build the function's app again (a "cold start") from the shell's environment as
+        it is now, e.g. after changing a variable."""
+        self._shell_env = dict(os.environ)
+        self._app = self._build_app(self.handler_environment())
 
-        handler.reset()
+    def _build_app(self, environment: Mapping[str, str | None]) -> App:
+        """The app Lambda would build from ``environment``, its AWS calls sent to moto."""
+        variables = dict(self._shell_env)
+        for name, value in environment.items():
+            if value is None:
+                variables.pop(name, None)
+            else:
+                variables[name] = value
+        return App.build(
+            Config.from_env(variables), session=_session(), endpoint_url=self.endpoint_url
+        )
 
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -311,13 +335,14 @@ class LocalStack:
         self._shell_env = dict(os.environ)
         self.ignored_variables = [v for v in IGNORED_VARIABLES if self._shell_env.get(v)]
         environment = self.handler_environment()
-        self._env.apply(environment)
+        self._app = self._build_app(environment)
+        # Powertools reads its variables from os.environ (metrics: at every flush).
+        self._env.apply({k: v for k, v in environment.items() if k.startswith("POWERTOOLS_")})
         # Metrics are off locally (no CloudWatch), so Powertools' "no metrics" is noise.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         level = environment.get("POWERTOOLS_LOG_LEVEL") or "INFO"
         self._old_log_level = logger.log_level
         logger.setLevel(level)  # the logger was made at import, maybe before our variables
-        self.reset_handler()  # the next invocation builds the app from this environment
 
     def _leave_environment(self) -> None:
         if self._old_log_level is not None:
@@ -327,7 +352,7 @@ class LocalStack:
             self._old_log_level = None
         if self._env.active:
             self._env.restore()
-            self.reset_handler()
+        self._app = None
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -351,3 +376,12 @@ def _reset_moto(endpoint_url: str) -> None:
         httpx.post(f"{endpoint_url}/moto-api/reset", timeout=10)
     except httpx.HTTPError as exc:
         log.warning("could not reset moto: %s", exc)
+
+
+def _session() -> boto3.session.Session:
+    """Dummy credentials and the stack's region, whatever the process environment says."""
+    return boto3.session.Session(
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )
