@@ -25,6 +25,14 @@ TABLE = "captions-test"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-load", action="store_true", help="run long load tests")
+    parser.addoption(
+        "--schedules", type=int, default=25,
+        help="random schedules tried by tests/faults/test_schedules.py (default 25)",
+    )  # fmt: skip
+    parser.addoption(
+        "--schedules-random", action="store_true",
+        help="explore new schedules each run instead of the same derandomized ones",
+    )  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

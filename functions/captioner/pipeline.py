@@ -160,6 +160,16 @@ class Pipeline:
 
     def _removed(self, event: ObjectEvent) -> Outcome:
         whole = event.is_delete_marker or not event.version_id
+        if whole:
+            # A delete of the whole object is checked against S3 before it is applied: a
+            # late delete must not mark a row whose object was uploaded again since (the
+            # row may have come from an event without a sequencer, which orders nothing).
+            try:
+                self.objects.head(event.bucket, event.key, None)
+            except ObjectMissing:
+                pass
+            else:
+                return Outcome(Unchanged.IGNORED, "the object was uploaded again since")
         marked = self.store.mark_deleted(
             event.bucket, event.key, event.version_id, event.sequencer, whole=whole
         )
@@ -193,7 +203,14 @@ class Pipeline:
     def _created(self, ref: ObjectRef, attempt: Attempt, requested: str | None) -> Outcome:
         provider = self._choose_provider(requested)
         explicit = requested if requested and requested != self.provider.name else None
-        claim = self.store.claim(ref, attempt.lease_seconds(), explicit)
+        # an event without a sequencer named the current version already (``_resolve``)
+        claim = self.store.claim(
+            ref, attempt.lease_seconds(), explicit, current=ref.sequencer is None
+        )
+        if claim.outcome is ClaimOutcome.UNORDERED:
+            if not self._is_current(ref):
+                return Outcome(Unchanged.STALE, "a newer version of the object exists")
+            claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
         if claim.outcome is ClaimOutcome.DONE:
             return Outcome(Unchanged.DUPLICATE, "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
@@ -318,7 +335,8 @@ class Pipeline:
         return plan.status, None, ours
 
     def _is_current(self, ref: ObjectRef) -> bool:
-        return self.objects.head(ref.bucket, ref.key, None).etag == ref.etag
+        head = self.objects.head(ref.bucket, ref.key, None)
+        return (head.version_id, head.etag) == (ref.version_id, ref.etag)
 
     def _untag(self, ref: ObjectRef, value: str) -> None:
         """Take our caption off a replacement object (best effort: its own caption run

@@ -52,9 +52,18 @@ class Captions(Protocol):
     write of that delivery returns False (and changes nothing) once a delete or another
     version took the row. See ``store.py`` for the timeline."""
 
-    def claim(self, ref: ObjectRef, lease_seconds: float, provider: str | None = None) -> Claim:
+    def claim(
+        self,
+        ref: ObjectRef,
+        lease_seconds: float,
+        provider: str | None = None,
+        *,
+        current: bool = False,
+    ) -> Claim:
         """CLAIMED, or why not: DONE (captioned and tagged), STALE (a newer version owns
-        the row), BUSY (another delivery holds a live lease)."""
+        the row), BUSY (another delivery holds a live lease), UNORDERED (another version's
+        row that sequencers cannot order against this one: claim again with ``current``
+        once S3 says this version is the current one)."""
         ...
 
     def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:

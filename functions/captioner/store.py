@@ -75,6 +75,9 @@ class ClaimOutcome(StrEnum):
     DONE = "DONE"  # this version is already captioned (and tagged): do not pay again
     STALE = "STALE"  # the row belongs to a newer version (larger S3 sequencer)
     BUSY = "BUSY"  # another delivery of this version holds a live lease
+    # the row is another version's, written from an event without a sequencer (a backfill):
+    # sequencers cannot order the two, so the caller checks which version is current
+    UNORDERED = "UNORDERED"
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,12 @@ class Claim:
     def reusable_caption(self, provider: str | None) -> dict[str, Any] | None:
         """The paid caption of this version, when only its tag is left to do."""
         prev = self.previous or {}
-        if not (self.same_revision and prev.get("status") == Status.CAPTIONED):
+        # Not the status: a delivery that was finishing the tag and died left it PENDING.
+        # A caption on the row of this revision is always a paid one (a newer version's
+        # claim clears it, and a retry never records over it).
+        if not (self.same_revision and prev.get("caption")):
             return None
-        if not prev.get("caption") or (provider and prev.get("provider") != provider):
+        if provider and prev.get("provider") != provider:
             return None
         return prev
 
@@ -223,14 +229,23 @@ class CaptionStore:
 
     # -- claiming a version ----------------------------------------------------------------
 
-    def claim(self, ref: ObjectRef, lease_seconds: float, provider: str | None = None) -> Claim:
+    def claim(
+        self,
+        ref: ObjectRef,
+        lease_seconds: float,
+        provider: str | None = None,
+        *,
+        current: bool = False,
+    ) -> Claim:
         """Mark the row PENDING for this version under a lease and a fresh fence token.
 
         Refused (with the blocking row) when a newer version owns the row (STALE), this
         version is captioned and tagged (DONE; ``provider`` names an explicitly requested
         provider: then only its own caption counts), or another delivery of this version
         holds a live lease (BUSY). A row of an older version is taken over in a second
-        write that starts the new version afresh (attempts 1, no result fields)."""
+        write that starts the new version afresh (attempts 1, no result fields) — unless
+        only one of the two versions has a sequencer: then the caller must first make sure
+        this version is the current one (UNORDERED) and claim again with ``current``."""
         takeover: str | None = None  # the older revision we expect to replace
         for _ in range(4):
             token = uuid.uuid4().hex
@@ -242,7 +257,9 @@ class CaptionStore:
                 if is_legacy_order(old.get("sequencer_order")):
                     self._migrate_order(ref.bucket, ref.key, old)
                     continue
-                verdict = _why_blocked(old, ref, provider, self.now())
+                verdict = _why_blocked(old, ref, provider)
+                if verdict is ClaimOutcome.UNORDERED and current:
+                    verdict = None
                 if verdict is not None:
                     return Claim(verdict, ref, old)
                 takeover = old.get("revision")
@@ -496,21 +513,19 @@ def _seq_condition(w: _Write, order: str | None, op: str) -> str:
     )
 
 
-def _why_blocked(
-    old: dict[str, Any], ref: ObjectRef, provider: str | None, now: str
-) -> ClaimOutcome | None:
+def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> ClaimOutcome | None:
     """Why a claim was refused, or None when the row is an older version's to take over."""
     order = sequencer_order(ref.sequencer)
     if order and str(old.get("sequencer_order", "")) > order:
         return ClaimOutcome.STALE
     if old.get("revision") != ref.revision:
-        return None
+        ordered = bool(order) == ("sequencer_order" in old) or old.get("revision") == TOMBSTONE
+        return None if ordered else ClaimOutcome.UNORDERED
     captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
     if captioned and (not provider or old.get("provider") == provider):
         return ClaimOutcome.DONE
-    if str(old.get("lease_until", "")) > now:
-        return ClaimOutcome.BUSY
-    return ClaimOutcome.BUSY  # the row changed between the write and this read: try later
+    # a live lease (or the row changed between the write and this read): try later
+    return ClaimOutcome.BUSY
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
@@ -708,6 +723,21 @@ class CaptionReader:
             )
             counts[status.value] = sum(int(p.get("Count", 0)) for p in pages)
         return counts
+
+    def idle_pending(self, now: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+        """PENDING rows that no delivery is working on (their lease has expired): waiting
+        for SQS to retry them, or stuck when the instance died on the last delivery and the
+        message was dead-lettered. How many, and the oldest ``limit`` of them."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s",
+            FilterExpression="attribute_not_exists(#l) OR #l < :now",
+            ExpressionAttributeNames={"#s": "status", "#l": "lease_until"},
+            ExpressionAttributeValues={":s": {"S": Status.PENDING.value}, ":now": {"S": now}},
+        )
+        rows = [_from_item(item) for page in pages for item in page.get("Items", [])]
+        return len(rows), rows[:limit]
 
     def approximate_count(self) -> int | None:
         """DescribeTable's ItemCount (AWS refreshes it about every six hours); None if unknown."""

@@ -2,9 +2,10 @@
 
     .venv/bin/python tests/benchmarks/bench_local_provider.py [-n 300] [--threads 4]
 
-prints the cold start (import numpy, import onnxruntime, session creation), per-image
-latency, images/second sequentially and with a thread pool (as the Lambda's batch
-concurrency runs it), and peak RSS. For pytest-benchmark's statistics instead:
+prints the cold start (import numpy, import onnxruntime, loading the four models), per-image
+latency and where it goes (decode, classifier, faces, text, sharpness), images/second
+sequentially and with a thread pool (as the Lambda's batch concurrency runs it), and peak
+RSS. For pytest-benchmark's statistics instead:
 
     .venv/bin/pytest tests/benchmarks/bench_local_provider.py
 
@@ -26,7 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png", "camera.png", "rocket.jpg")
-PHOTOS += ("motorcycle_left.png",)
+PHOTOS += ("motorcycle_left.png", "page.png", "text.png", "clock_motion.png")
 
 
 def _importable() -> None:
@@ -74,10 +75,45 @@ def cold_start() -> dict[str, float]:
     _, numpy_ms = timed(lambda: __import__("numpy"))
     _, ort_ms = timed(lambda: __import__("onnxruntime"))
     _importable()
-    from captioner.providers import local
+    from captioner.providers import faces, local, ocr
 
     _, session_ms = timed(local.load_model)
-    return {"import numpy": numpy_ms, "import onnxruntime": ort_ms, "load model": session_ms}
+    _, faces_ms = timed(faces.model_id)
+    _, ocr_ms = timed(ocr.model_ids)
+    return {
+        "import numpy": numpy_ms,
+        "import onnxruntime": ort_ms,
+        "load classifier": session_ms,
+        "load face model": faces_ms,
+        "load text models": ocr_ms,
+    }
+
+
+def stages(bodies: dict[str, bytes], rounds: int = 5) -> dict[str, float]:
+    """Mean milliseconds per image of each step of a caption, over ``bodies``."""
+    from captioner.providers import faces, local, ocr
+    from captioner.providers.sharpness import sharpness
+
+    model = local.load_model()
+    steps = {
+        "decode": lambda data: local.decode_image(data),
+        "classifier": lambda image: model.probabilities(local.preprocess(image)),
+        "faces": faces.detect_faces,
+        "text (find + read)": ocr.read_text,
+        "sharpness": sharpness,
+    }
+    totals = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for data in bodies.values():
+            image, totals["decode"] = timed_add(steps["decode"], data, totals["decode"])
+            for name in list(steps)[1:]:
+                _, totals[name] = timed_add(steps[name], image, totals[name])
+    return {name: total / (rounds * len(bodies)) for name, total in totals.items()}
+
+
+def timed_add(fn: Callable[[Any], Any], arg: Any, total: float) -> tuple[Any, float]:
+    result, ms = timed(lambda: fn(arg))
+    return result, total + ms
 
 
 def run(n: int, threads: int) -> None:
@@ -96,6 +132,7 @@ def run(n: int, threads: int) -> None:
     for image in images:  # warm up, and show what the model says
         result = provider.caption(image, "long", deadline=deadline)
         print(f"{image.name:20} {result.latency_ms:6.1f} ms  {result.text}")
+    breakdown = stages(photos())
 
     latencies, total_ms = timed(lambda: [one(i) for i in range(n)])
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -107,6 +144,8 @@ def run(n: int, threads: int) -> None:
         print(f"cold start, {step:18} {ms:7.1f} ms")
     print(f"per image (n={n}, mixed photos)   mean {statistics.mean(latencies):.1f} ms, "
           f"p50 {quantiles[9]:.1f} ms, p95 {quantiles[18]:.1f} ms")  # fmt: skip
+    for step, ms in breakdown.items():
+        print(f"  of which {step:22} {ms:6.1f} ms")
     print(f"sequential                        {n / total_ms * 1000:7.1f} images/s")
     print(f"{threads} threads                         {n / pooled_ms * 1000:7.1f} images/s")
     print(f"peak RSS: {before:.0f} MB at start, {after_load:.0f} MB after loading the model, "
@@ -128,7 +167,7 @@ def test_caption_throughput(benchmark: Any) -> None:
         rounds=50,
         warmup_rounds=3,
     )
-    assert result.labels[0].name == "espresso"
+    assert result.labels[0].name == "espresso"  # no person, text or blur in it
     benchmark.extra_info["peak_rss_mb"] = round(peak_rss_mb())
 
 

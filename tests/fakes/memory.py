@@ -148,7 +148,14 @@ class MemoryCaptions:
     def get(self, bucket: str, key: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.rows.get((bucket, key)))
 
-    def claim(self, ref: ObjectRef, lease_seconds: float, provider: str | None = None) -> Claim:
+    def claim(
+        self,
+        ref: ObjectRef,
+        lease_seconds: float,
+        provider: str | None = None,
+        *,
+        current: bool = False,
+    ) -> Claim:
         with self._lock:
             self.calls.append("claim")
             row = self.rows.get((ref.bucket, ref.key))
@@ -163,6 +170,8 @@ class MemoryCaptions:
                     if row.get("lease_until", "") > self.now():
                         return Claim(ClaimOutcome.BUSY, ref, old)
                     row["attempts"] = row.get("attempts", 0) + 1
+                elif not (current or _ordered(row, order)):
+                    return Claim(ClaimOutcome.UNORDERED, ref, old)  # the caller asks S3
                 else:  # an older version's row: taken afresh, nothing of its result stays
                     for attr in RESULT_FIELDS:
                         row.pop(attr, None)
@@ -236,6 +245,12 @@ class MemoryCaptions:
                 return False
             _put(row, updated_at=self.now(), **values)
             return True
+
+
+def _ordered(row: dict[str, Any], order: str | None) -> bool:
+    """Sequencers order this event against the row's: both have one, or neither (then the
+    pipeline checked S3), or the row is a delete's tombstone."""
+    return bool(order) == ("sequencer_order" in row) or row.get("revision") == TOMBSTONE
 
 
 def _done(row: dict[str, Any], provider: str | None) -> bool:

@@ -56,6 +56,32 @@ def test_local_provider_captions_through_the_real_handler(
     assert fake_modelslab.requests == []  # no network, no key
 
 
+def test_the_row_records_the_new_signals_before_the_classifier_labels(local_env, lambda_context):
+    out = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(data.astronaut()).save(out, "PNG")
+    obj = local_env.put("people/astronaut.png", out.getvalue())
+    rec = s3_record(
+        "people/astronaut.png",
+        version_id=obj["version_id"],
+        etag=obj["etag"],
+        size=obj["size"],
+        sequencer="01",
+    )
+    assert handler.lambda_handler(sqs_event(notification(rec)), lambda_context) == {
+        "batchItemFailures": []
+    }
+    row = local_env.row("people/astronaut.png")
+    assert row["caption"] == "A photo of a person."
+    assert row["labels"][0]["label"] == "person" and row["labels"][0]["score"] >= 0.6
+    assert len(row["labels"]) == 6  # the signal, then the classifier's top five
+    assert "+blazeface-full-range@" in row["model"] and "+pp-ocrv6-rec-tiny@" in row["model"]
+    assert local_env.tags("people/astronaut.png", obj["version_id"])["caption"] == (
+        "A photo of a person."
+    )
+
+
 def test_local_provider_accepts_webp_which_modelslab_refuses(local_env, lambda_context):
     obj = local_env.put("a.webp", images.webp())
     rec = s3_record(

@@ -1,4 +1,4 @@
-"""The offline provider running the real EfficientNet-Lite0 ONNX model.
+"""The offline provider running the real models: EfficientNet-Lite0, BlazeFace, PP-OCRv6.
 
 The photos are the ones bundled in the scikit-image wheel (no download), read as files so
 the provider sees real PNG/JPEG bodies.
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 import captioner
 from captioner.errors import ProviderConfigError, ProviderImageError, ProviderTransientError
-from captioner.providers import local
+from captioner.providers import faces, local, ocr
 from captioner.providers.base import (
     LENGTHS,
     Caption,
@@ -38,6 +38,13 @@ from captioner.providers.local import LocalProvider
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 MODEL_MD = local.MODELS_DIR / "MODEL.md"
 CATS = {"tiger cat", "Egyptian cat", "tabby cat"}
+SIGNALS = {"person", "text", "handwriting", "blurry"}
+MODEL_FILES = (
+    local.DEFAULT_MODEL,
+    faces.MODEL_FILE,
+    ocr.DET_FILE,
+    ocr.REC_FILE,
+)
 
 
 def source(data: bytes, name: str = "photo") -> ImageSource:
@@ -57,7 +64,16 @@ def caption(data: bytes, length: Length = "normal", name: str = "photo") -> Capt
 
 
 def names(result: Caption) -> list[str]:
-    return [label.name for label in result.labels]
+    """The classifier's labels (after the signals, which come first)."""
+    return [label.name for label in result.labels if label.name not in SIGNALS]
+
+
+def signals(result: Caption) -> dict[str, float]:
+    return {label.name: label.score for label in result.labels if label.name in SIGNALS}
+
+
+def photo(name: str) -> bytes:
+    return (SKIMAGE_DATA / name).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +90,10 @@ def coffee() -> Image.Image:
     [
         ("coffee.png", {"espresso"}, {"cup"}, "A photo of an espresso."),
         ("chelsea.png", CATS, CATS, "A photo of a tiger cat or an Egyptian cat."),
-        ("camera.png", {"tripod"}, {"reflex camera"}, "A photo of a tripod."),
+        ("camera.png", {"tripod"}, {"reflex camera"}, "A photo of a person and a tripod."),
         ("rocket.jpg", {"missile"}, {"space shuttle"}, "A photo of a missile."),
         ("motorcycle_left.png", {"moped", "motor scooter"}, {"motor scooter"}, None),
-        ("astronaut.png", {"football helmet"}, set(), "A photo (uncertain): maybe a football"),
+        ("astronaut.png", {"football helmet"}, set(), "A photo of a person."),
     ],
 )
 def test_bundled_photos_get_the_expected_labels(
@@ -95,7 +111,11 @@ def test_caption_fields(coffee: Image.Image) -> None:
     assert result.provider == "local"
     assert result.length == "long"
     assert result.job_id is None
-    assert re.fullmatch(r"efficientnet-lite0-imagenet1k@[0-9a-f]{12}", result.model or "")
+    assert re.fullmatch(
+        r"efficientnet-lite0-imagenet1k@[0-9a-f]{12}\+blazeface-full-range@[0-9a-f]{12}"
+        r"\+pp-ocrv6-det-tiny@[0-9a-f]{12}\+pp-ocrv6-rec-tiny@[0-9a-f]{12}",
+        result.model or "",
+    )
     assert len(result.labels) == 5
     scores = [label.score for label in result.labels]
     assert scores == sorted(scores, reverse=True)
@@ -112,6 +132,95 @@ def test_lengths_change_the_detail() -> None:
     assert normal == "A photo of a tiger cat or an Egyptian cat."
     assert long.startswith("A photo of a tiger cat (38%) or an Egyptian cat (37%).")
     assert "Other possibilities: a tabby cat (17%)" in long
+
+
+# -- people, text and blur ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "camera.png"])
+def test_a_face_photo_says_person(name: str) -> None:
+    result = caption(photo(name), name=name)
+    assert result.text.startswith("A photo of a person")
+    assert result.labels[0].name == "person"
+    assert faces.MIN_SCORE <= result.labels[0].score <= 1
+    assert names(result)  # the classifier's labels are still recorded after the signals
+
+
+def test_two_faces_are_two_people() -> None:
+    with Image.open(SKIMAGE_DATA / "astronaut.png") as im:
+        astronaut = im.convert("RGB")
+    pair = Image.new("RGB", (1024, 512))
+    pair.paste(astronaut, (0, 0))
+    pair.paste(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (512, 0))
+    assert caption(encode(pair, "JPEG", quality=90), "short").text == "A photo of two people."
+
+
+def test_photos_without_faces_have_no_person() -> None:
+    for name in ("coffee.png", "chelsea.png", "rocket.jpg", "page.png"):
+        assert "person" not in signals(caption(photo(name), name=name))
+
+
+def test_a_text_page_says_text_and_quotes_its_first_words() -> None:
+    result = caption(photo("page.png"))
+    assert result.text.startswith(
+        "A page of text beginning “Region-based segmentation Let us first determine"
+    )
+    assert result.text.endswith("…”.")
+    assert signals(result).keys() == {"text"}
+    assert signals(result)["text"] > 0.5
+    short = caption(photo("page.png"), "short").text
+    assert short == "A page of text."
+
+
+def test_a_page_of_handwriting_is_not_quoted() -> None:
+    result = caption(photo("text.png"))
+    assert result.text == "A page of handwriting or unclear text."
+    assert {"text", "handwriting"} <= signals(result).keys()
+
+
+def test_a_phone_photo_of_a_turned_page_is_read_straight() -> None:
+    """Lines at 2 degrees: axis-aligned boxes would cut across neighbouring lines."""
+    page = Image.new("RGB", (1200, 1600), "white")
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(34)
+    draw.text((80, 80), "Quarterly report of the garden club", font=font, fill="black")
+    for row in range(1, 25):
+        line = "members planted tulips and roses near the old station in the spring"
+        draw.text((80, 80 + row * 55), line, font=font, fill="black")
+    desk = Image.new("RGB", (2000, 1500), (110, 80, 50))
+    desk.paste(page.rotate(2, expand=True, fillcolor=(110, 80, 50)), (400, -60))
+    result = caption(encode(desk, "JPEG", quality=90))
+    assert result.text.startswith("A page of text beginning “Quarterly report of the garden club")
+
+
+def test_big_clear_lettering_is_quoted() -> None:
+    sign = Image.new("RGB", (640, 240), (250, 220, 40))
+    ImageDraw.Draw(sign).text(
+        (40, 60), "FRESH BREAD", font=ImageFont.load_default(90), fill="black"
+    )
+    assert caption(encode(sign, "PNG")).text == "An image of the text “FRESH BREAD”."
+
+
+def test_a_blurred_photo_says_blurry() -> None:
+    result = caption(photo("clock_motion.png"))
+    assert result.text.startswith("A blurry photo")
+    assert signals(result)["blurry"] >= 0.5
+
+
+def test_a_very_blurred_photo_names_no_object(coffee: Image.Image) -> None:
+    smeared = coffee.filter(ImageFilter.GaussianBlur(4))
+    result = caption(encode(smeared, "PNG"))
+    assert result.text == "A very blurry photo."
+    assert signals(result)["blurry"] > 0.8
+    assert len(names(result)) == 5  # the classifier's guesses are still recorded
+    assert caption(encode(smeared, "PNG"), "long").text.startswith(
+        "A very blurry photo. Best guesses: "
+    )
+
+
+def test_sharp_photos_are_not_blurry() -> None:
+    for name in ("coffee.png", "chelsea.png", "astronaut.png", "camera.png", "rocket.jpg"):
+        assert "blurry" not in signals(caption(photo(name), name=name)), name
 
 
 # -- formats, modes and orientation --------------------------------------------------------------
@@ -154,7 +263,9 @@ def test_transparency_is_composited_on_white() -> None:
     decoded = local.decode_image(encode(clear, "PNG"))
     assert decoded.mode == "RGB"
     assert decoded.getpixel((10, 10)) == (255, 255, 255)
-    assert caption(encode(clear, "PNG"), "short").text == "A photo."
+    result = caption(encode(clear, "PNG"), "short")
+    assert result.text == "A photo."  # blank: not "very blurry"
+    assert not signals(result)
 
 
 def test_exif_orientation_is_applied(coffee: Image.Image) -> None:
@@ -173,8 +284,9 @@ def test_large_jpeg_is_decoded_at_reduced_size(coffee: Image.Image) -> None:
     big = coffee.resize((4800, 3200), Image.Resampling.BICUBIC)
     data = encode(big, "JPEG", quality=90)
     decoded = local.decode_image(data)
-    # DCT scaling by 1/8: 600 x 400, still larger than the 256 px the crop needs.
-    assert decoded.size == (600, 400)
+    # DCT scaling by 1/2: 2400 x 1600, the smallest still at least 1024 px a side (the text
+    # reader's need; the classifier alone would do with 256).
+    assert decoded.size == (2400, 1600)
     assert min(decoded.size) >= local.DRAFT_SIZE
     assert names(caption(data))[0] == "espresso"
 
@@ -238,12 +350,12 @@ def test_corrupt_model_is_a_config_error(tmp_path: Path, coffee: Image.Image) ->
 # -- the model files, loading and concurrency ----------------------------------------------------
 
 
-def test_model_sha256_matches_model_md() -> None:
-    sha = hashlib.sha256(local.DEFAULT_MODEL.read_bytes()).hexdigest()
-    recorded = re.search(r"sha256 `([0-9a-f]{64})`", MODEL_MD.read_text())
-    assert recorded, "MODEL.md has no sha256 line"
-    assert recorded.group(1) == sha
-    assert local.load_model().model_id.endswith("@" + sha[:12])
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.name)
+def test_model_sha256_matches_model_md(path: Path) -> None:
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256 `{sha}`" in MODEL_MD.read_text(), f"MODEL.md has no sha256 of {path.name}"
+    result = caption(photo("coffee.png"))
+    assert f"@{sha[:12]}" in (result.model or "")
 
 
 def test_labels_file_has_the_thousand_imagenet_classes() -> None:

@@ -71,8 +71,11 @@ def test_sample_test_event_is_ignored(app_env, fake_modelslab, lambda_context):
     assert fake_modelslab.requests == []
 
 
-def test_sample_delete_event_without_a_row_creates_none(sample_bucket, lambda_context):
+def test_sample_delete_event_without_a_row_leaves_a_tombstone(sample_bucket, lambda_context):
+    """A delete that arrives before its object's create (S3 does not order deliveries)
+    leaves a DELETED row, so the late create is refused as older instead of captioned."""
     event = load("s3-delete.json")
     bucket, key = s3_object_of(event)
-    assert handler.lambda_handler(event, lambda_context)["outcomes"][0]["status"] == "IGNORED"
-    assert sample_bucket.row(key, bucket=bucket) is None
+    assert handler.lambda_handler(event, lambda_context)["outcomes"][0]["status"] == "DELETED"
+    row = sample_bucket.row(key, bucket=bucket)
+    assert row["status"] == "DELETED" and row["sequencer"] == "0066A1B2F0A1B2C3D4"

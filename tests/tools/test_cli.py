@@ -146,6 +146,32 @@ def test_status_counts_rows_per_status(gallery):
     assert "Rows per status" in text and "Dead-letter queue" in text
 
 
+def test_status_shows_rows_stuck_pending_and_backfill_finishes_them(stack):
+    """An instance killed on the last delivery leaves PENDING with an expired lease."""
+    put(stack, "stuck/s.png", images.png())
+    wait_for_status(stack, "stuck/s.png", "CAPTIONED")
+    stack.client("dynamodb").update_item(
+        TableName=stack.table,
+        Key={"bucket": {"S": stack.bucket}, "key": {"S": "stuck/s.png"}},
+        UpdateExpression="SET #s = :p, #l = :past REMOVE tag_status, caption",
+        ExpressionAttributeNames={"#s": "status", "#l": "lease_until"},
+        ExpressionAttributeValues={
+            ":p": {"S": "PENDING"},
+            ":past": {"S": "2000-01-01T00:00:00.000Z"},
+        },
+    )
+    report = json.loads(ok(cli(stack, "status", "--json")))
+    assert report["idle_pending"]["count"] >= 1
+    assert "stuck/s.png" in [r["key"] for r in report["idle_pending"]["rows"]]
+    assert "PENDING with an expired lease" in ok(cli(stack, "status"))
+
+    out = json.loads(ok(cli(stack, "backfill", f"s3://{stack.bucket}/stuck/", "--json")))
+    assert out["enqueued"] == 1
+    wait_for_status(stack, "stuck/s.png", "CAPTIONED")
+    report = json.loads(ok(cli(stack, "status", "--json")))
+    assert "stuck/s.png" not in [r["key"] for r in report["idle_pending"]["rows"]]
+
+
 def test_poison_message_dead_letters_and_redrive_brings_it_back(stack, modelslab):
     # An invalid key: never the image's fault, not retried in-process, fails every delivery.
     modelslab.queue(*[Reply({"status": "error", "message": "Invalid Api Key"})] * 2)

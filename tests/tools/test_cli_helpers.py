@@ -131,7 +131,8 @@ def test_an_unexpected_error_is_one_line_unless_debugging(monkeypatch):
 # -- backfill decisions ----------------------------------------------------------------------
 
 OBJ = {"Key": "a.jpg", "ETag": '"e1"', "Size": 10}
-CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "modelslab"}
+CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "modelslab",
+             "tag_status": "WRITTEN"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,10 @@ CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "model
         (BackfillPlan("b"), CAPTIONED, "captioned"),
         (BackfillPlan("b"), {**CAPTIONED, "etag": "e2"}, None),  # a newer version
         (BackfillPlan("b"), {**CAPTIONED, "status": "FAILED"}, None),
-        (BackfillPlan("b"), {**CAPTIONED, "status": "PENDING"}, None),
+        (BackfillPlan("b"), {**CAPTIONED, "status": "PENDING"}, None),  # stuck: finished
+        (BackfillPlan("b"), {**CAPTIONED, "tag_status": "FAILED"}, None),  # the tag is retried
+        (BackfillPlan("b"), {**CAPTIONED, "tag_status": None}, None),  # died before tagging
+        (BackfillPlan("b"), {**CAPTIONED, "tag_status": "KEPT_EXISTING"}, "captioned"),
         (
             BackfillPlan("b"),
             {**CAPTIONED, "status": "REJECTED"},

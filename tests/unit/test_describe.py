@@ -7,6 +7,7 @@ import pytest
 from captioner.providers.describe import (
     FLOOR,
     THRESHOLD,
+    best_guesses,
     clean_label,
     describe,
     merge_labels,
@@ -145,3 +146,9 @@ def test_order_and_raw_names_do_not_matter() -> None:
 def test_merged_duplicates_can_become_confident() -> None:
     labels = [("missile", 0.2), ("projectile, missile", 0.15), ("space shuttle", 0.05)]
     assert describe(labels) == "A photo of a missile."
+
+
+def test_best_guesses_lists_the_top_labels_with_percentages() -> None:
+    assert best_guesses(COFFEE) == "an espresso (62%), a cup (31%), a coffee mug (4%)"
+    assert best_guesses(COFFEE, limit=1) == "an espresso (62%)"
+    assert best_guesses([("daisy", 0.004)]) == ""  # under 1%: not a guess worth naming

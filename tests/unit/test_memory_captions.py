@@ -20,7 +20,9 @@ from captioner_tools.local.template import table_definition
 from tests.fakes.memory import MemoryCaptions
 
 VERSIONS = [("v1", "10"), ("v2", "20"), ("v3", "30"), ("v1", None), ("v2", None)]
-CLAIM = st.tuples(st.just("claim"), st.sampled_from(VERSIONS), st.sampled_from([None, "local"]))
+CLAIM = st.tuples(
+    st.just("claim"), st.sampled_from(VERSIONS), st.sampled_from([None, "local"]), st.booleans()
+)
 SAVE = st.tuples(
     st.just("save_result"), st.integers(0, 5), st.sampled_from(list(Status)), st.booleans(),
     st.sampled_from([None, "job-1"]), st.sampled_from([None, "local", "modelslab"]),
@@ -87,8 +89,9 @@ def test_memory_captions_answers_and_writes_as_the_dynamodb_store(dynamodb, ops)
 def _apply(store: Any, held: list, key: str, op: tuple) -> Any:
     kind = op[0]
     if kind == "claim":
-        (version, sequencer), provider = op[1], op[2]
-        claim = store.claim(ObjectRef("b", key, version, "e", 5, sequencer), 60.0, provider)
+        (version, sequencer), provider, current = op[1:]
+        ref = ObjectRef("b", key, version, "e", 5, sequencer)
+        claim = store.claim(ref, 60.0, provider, current=current)
         held.append(claim)
         return claim.outcome, claim.attempts, claim.job_id, claim.same_revision
     if kind in ("save_result", "save_tag", "record_job"):

@@ -320,3 +320,20 @@ def test_a_remove_event_marks_the_row_deleted(world):
     assert world.deliver(removed).status is Status.DELETED
     row = world.row()
     assert row["status"] == "DELETED" and row["caption"] == "a cat"  # the caption is kept
+
+
+def test_a_late_sequenced_event_cannot_take_a_row_a_backfill_wrote_for_a_newer_version(world):
+    """Sequencers cannot order an S3 event against a row written without one: S3 decides."""
+    old = world.upload(sequencer="0A")
+    newer = world.upload(png(32, 32))  # captioned by a backfill: no sequencer
+    assert world.deliver(newer).status is Status.CAPTIONED
+    assert world.deliver(old).status is Unchanged.STALE
+    assert world.row()["version_id"] == newer.version_id and world.provider.paid == 1
+
+
+def test_a_late_delete_leaves_an_object_uploaded_again_alone(world):
+    event = world.upload()
+    world.deliver(event)
+    removed = ObjectEvent("removed", BUCKET, KEY, "ObjectRemoved:DeleteMarkerCreated")
+    assert world.deliver(removed).status is Unchanged.IGNORED  # S3 still has the object
+    assert world.row()["status"] == "CAPTIONED"

@@ -148,6 +148,12 @@ def describe(
     return f"{sentence} {lead}: {', '.join(_phrase(n, s, True) for n, s in others)}."
 
 
+def best_guesses(labels: Sequence[tuple[str, float]], limit: int = MAX_ALTERNATIVES) -> str:
+    """ "a bubble (55%), a balloon (4%)": the top labels of at least 1%, with percentages."""
+    ranked = [(n, s) for n, s in merge_labels(labels) if s >= MIN_ALTERNATIVE][:limit]
+    return ", ".join(_phrase(name, score, True) for name, score in ranked)
+
+
 def _mentioned(
     ranked: list[tuple[str, float]], length: Length, threshold: float, floor: float
 ) -> list[tuple[str, float]]:

@@ -1,9 +1,18 @@
-"""The offline ``local`` provider: an ImageNet classifier described in words.
+"""The offline ``local`` provider: people, text, blur and objects, described in words.
 
-EfficientNet-Lite0 (ImageNet-1k) exported to ONNX by ``scripts/export_local_model.py`` runs
-with onnxruntime + numpy + Pillow: no API key, no network, some 10-30 ms per image on one
-core (figures in models/MODEL.md). It names the main object ("A photo of an espresso.");
-it cannot describe people, scenes or actions.
+Four small models run with onnxruntime + numpy + Pillow (no API key, no network; provenance,
+licences, hashes, time and memory in models/MODEL.md):
+
+* EfficientNet-Lite0 (ImageNet-1k, exported by ``scripts/export_local_model.py``) names the
+  main object ("an espresso", "a tabby cat"); ImageNet has no person class and cannot read;
+* BlazeFace full-range (``faces.py``) finds faces: "a person", "two people";
+* PP-OCRv6 tiny (``ocr.py``) finds text and reads its first lines: "a page of text
+  beginning …", or handwriting when a page cannot be read;
+* the variance of the Laplacian (``sharpness.py``) says when a photo is blurry.
+
+``scene.py`` turns the measurements into the caption; the labels recorded with it are the
+new signals (``person``, ``text``, ``handwriting``, ``blurry``) followed by the
+classifier's top five.
 
 onnxruntime (~0.1 s) and numpy (~0.1 s) are imported only when the first image is
 captioned, so importing this module (for instance to list providers) stays cheap.
@@ -11,21 +20,24 @@ captioned, so importing this module (for instance to list providers) stays cheap
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
 from captioner.errors import ProviderConfigError, ProviderImageError, ProviderTransientError
+from captioner.providers import faces, ocr
 from captioner.providers.base import Caption, ImageSource, Label, Length
-from captioner.providers.describe import describe, merge_labels
+from captioner.providers.describe import merge_labels
+from captioner.providers.scene import Scene, describe_scene, signal_labels
+from captioner.providers.sessions import OnnxModel, open_model
+from captioner.providers.sharpness import sharpness
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,12 +52,10 @@ INPUT_SIZE = 224
 CROP_FRACTION = INPUT_SIZE / (INPUT_SIZE + 32)
 # The Lite weights were trained on (pixel - 127) / 128, not the torchvision mean/std.
 MEAN, STD = 127.0, 128.0
-# JPEG draft target: the crop must still be >= INPUT_SIZE after DCT scaling.
-DRAFT_SIZE = round(INPUT_SIZE / CROP_FRACTION)
+# JPEG draft target: DCT scaling keeps both sides at least this large, enough for the
+# text reader (the classifier alone would need 256 px).
+DRAFT_SIZE = 1024
 TOP_K = 5
-# The Lambda captions several records at once on 1-2 vCPUs: more threads per run would
-# only contend with each other.
-INTRA_OP_THREADS = 1
 FORMATS = frozenset({"PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP"})  # MPO: many camera JPEGs
 # Pillow plugins allowed to decode; MPO files open through the JPEG plugin.
 _DECODERS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
@@ -53,61 +63,34 @@ _DECODERS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
 
 @dataclass(frozen=True)
 class _Model:
-    session: Any  # onnxruntime.InferenceSession; run() is thread-safe
-    input_name: str
+    onnx: OnnxModel
     labels: tuple[str, ...]
-    model_id: str  # name@sha256[:12], recorded with each caption
+
+    @property
+    def model_id(self) -> str:  # name@sha256[:12], recorded with each caption
+        return self.onnx.model_id
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         import numpy as np  # lazy, see the module docstring
 
-        logits = self.session.run(None, {self.input_name: pixels})[0][0]
+        logits = self.onnx.run(pixels)[0][0]
         exp = np.exp(logits - logits.max())  # shift for numerical stability
         probabilities: np.ndarray = exp / exp.sum()
         return probabilities
 
 
-_models: dict[Path, _Model] = {}
-_models_lock = threading.Lock()
-
-
 def load_model(path: Path = DEFAULT_MODEL) -> _Model:
-    """The model at ``path``, loaded once per process (the first caller pays, ~0.1-0.3 s)."""
-    path = path.resolve()
-    model = _models.get(path)
-    if model is None:
-        with _models_lock:
-            model = _models.get(path)
-            if model is None:
-                model = _models[path] = _load(path)
-    return model
+    """The classifier at ``path``, loaded once per process (the first caller pays)."""
+    return _load_model(path.resolve())
 
 
-def _load(path: Path) -> _Model:
+@cache  # a failed load raises and is not cached: the next caption tries again
+def _load_model(path: Path) -> _Model:
     try:
-        import onnxruntime as ort  # lazy: a heavy import, paid only when used
-    except ImportError as exc:
-        raise ProviderConfigError(f"local provider needs onnxruntime: {exc}") from exc
-    try:
-        with path.open("rb") as model_file:  # streamed: no 19 MB copy held in memory
-            sha = hashlib.file_digest(model_file, "sha256").hexdigest()
         labels = json.loads((path.parent / LABELS_FILE.name).read_text())
     except OSError as exc:
         raise ProviderConfigError(f"local model files missing next to {path}: {exc}") from exc
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = INTRA_OP_THREADS
-    options.inter_op_num_threads = 1
-    try:
-        # From the path, not bytes: onnxruntime then keeps no second copy (~20 MB less RSS).
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own unexported exception types
-        raise ProviderConfigError(f"cannot load local model {path}: {exc}") from exc
-    return _Model(
-        session=session,
-        input_name=session.get_inputs()[0].name,
-        labels=tuple(labels),
-        model_id=f"{MODEL_NAME}@{sha[:12]}",
-    )
+    return _Model(open_model(path, MODEL_NAME), tuple(labels))
 
 
 def decode_image(data: bytes, name: str = "") -> Image.Image:
@@ -115,7 +98,7 @@ def decode_image(data: bytes, name: str = "") -> Image.Image:
     try:
         with Image.open(io.BytesIO(data), formats=_DECODERS) as image:
             # JPEG only (a no-op otherwise): decode at 1/2, 1/4 or 1/8 scale straight from
-            # the DCT, so a 24 MP photo never becomes a 72 MB bitmap.
+            # the DCT, so a 24 MP photo becomes 3000 x 2000 (18 MB), not a 72 MB bitmap.
             image.draft(None, (DRAFT_SIZE, DRAFT_SIZE))
             image.load()  # truncated or corrupt bodies fail here, inside the try
             return _to_rgb(_upright(image))
@@ -172,8 +155,22 @@ def top_labels(probs: np.ndarray, labels: tuple[str, ...], k: int = TOP_K) -> li
     return [Label(name, round(score, 4)) for name, score in merged[:k]]
 
 
+def look(image: Image.Image, labels: list[Label]) -> Scene:
+    """Run the other detectors on a decoded image: faces, text, sharpness."""
+    reading = ocr.read_text(image)
+    return Scene(
+        labels=[(label.name, label.score) for label in labels],
+        faces=[face.score for face in faces.detect_faces(image)],
+        text_coverage=reading.coverage,
+        text_lines=reading.regions,
+        text_score=reading.score,
+        text=[(line.text, line.confidence) for line in reading.lines],
+        sharpness=sharpness(image),
+    )
+
+
 class LocalProvider:
-    """Caption with the bundled EfficientNet-Lite0 model; see the module docstring."""
+    """Caption with the bundled offline models; see the module docstring."""
 
     name = "local"
     formats = FORMATS
@@ -195,13 +192,15 @@ class LocalProvider:
             raise ProviderTransientError("deadline passed before the local model could run")
         start = time.perf_counter()
         model = load_model(self.model_path)
-        pixels = preprocess(decode_image(image.read(), image.name))
-        labels = top_labels(model.probabilities(pixels), model.labels)
+        decoded = decode_image(image.read(), image.name)
+        labels = top_labels(model.probabilities(preprocess(decoded)), model.labels)
+        scene = look(decoded, labels)
+        signals = [Label(name, score) for name, score in signal_labels(scene)]
         return Caption(
-            text=describe([(label.name, label.score) for label in labels], length),
+            text=describe_scene(scene, length),
             provider=self.name,
             length=length,
-            model=model.model_id,
-            labels=tuple(labels),
+            model="+".join((model.model_id, faces.model_id(), ocr.model_ids())),
+            labels=(*signals, *labels),
             latency_ms=(time.perf_counter() - start) * 1000,
         )

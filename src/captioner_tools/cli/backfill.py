@@ -14,10 +14,11 @@ from typing import Any
 
 from captioner.events import backfill_message
 from captioner.store import CaptionReader, Status
+from captioner.tags import TAG_SETTLED
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
 SQS_MAX_BATCH = 10
-_PROJECTION = ("status", "version_id", "etag", "size", "provider")
+_PROJECTION = ("status", "version_id", "etag", "size", "provider", "tag_status")
 
 
 @dataclass
@@ -56,7 +57,9 @@ class BackfillPlan:
         if row.get("status") == Status.REJECTED and not self.provider:
             # the same bytes fail the same checks; another provider may accept other formats
             return "rejected"
-        if row.get("status") != Status.CAPTIONED:
+        if row.get("status") != Status.CAPTIONED or row.get("tag_status") not in TAG_SETTLED:
+            # not finished (a PENDING row whose delivery died, a tag still to write): the
+            # function finishes it, reusing a paid caption instead of paying again
             return None
         if self.provider and row.get("provider") != self.provider:
             return None

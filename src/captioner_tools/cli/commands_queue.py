@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from captioner.store import RowQuery, Status
+from captioner.store import RowQuery, Status, now_iso
 from captioner_tools.cli import render
 from captioner_tools.cli.options import deployment_of
 from captioner_tools.cli.queues import queue_depth, redrive
@@ -33,11 +33,13 @@ def status(
     queue, dlq = queue_depth(sqs, deployment.queue_url), queue_depth(sqs, deployment.dlq_url)
     counts = captions.count_by_status()
     failed = captions.list_rows(RowQuery(status=Status.FAILED, limit=errors))
+    idle, idle_rows = captions.idle_pending(now_iso(), limit=errors)
     report = {
         "queue": {"visible": queue.visible, "in_flight": queue.in_flight, "delayed": queue.delayed},
         "dead_letter": {"visible": dlq.visible, "in_flight": dlq.in_flight},
         "counts": counts,
         "last_errors": failed if errors else [],
+        "idle_pending": {"count": idle, "rows": idle_rows if errors else []},
     }
     if as_json:
         render.print_json(report)
@@ -72,6 +74,28 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
         table.add_row(render.status_text(name), str(count))
     table.add_row("[bold]total", f"[bold]{sum(counts.values())}")
     render.out.print(table)
+    idle = report["idle_pending"]
+    if idle["count"]:
+        render.heading(f"PENDING with an expired lease: {idle['count']}")
+        render.out.print(
+            "No delivery is working on these: each waits for SQS to retry it, or is stuck if "
+            "its message was dead-lettered while the function was dying (timeout, out of "
+            "memory). `captioner redrive` or `captioner backfill s3://BUCKET/PREFIX` finishes "
+            "them; a caption already paid for is reused, not paid again."
+        )
+        stuck = Table()
+        stuck.add_column("Updated (UTC)", no_wrap=True, style="dim")
+        stuck.add_column("Object", overflow="fold")
+        stuck.add_column("Attempts", justify="right")
+        stuck.add_column("Reason", overflow="fold")
+        for row in idle["rows"]:
+            stuck.add_row(
+                str(row.get("updated_at", ""))[:19].replace("T", " "),
+                f"s3://{row['bucket']}/{row['key']}",
+                str(row.get("attempts", "")),
+                str(row.get("reason") or "(none: the delivery died before it could say)"),
+            )
+        render.out.print(stuck)
     if report["last_errors"]:
         render.heading("Newest failures")
         errors = Table()
