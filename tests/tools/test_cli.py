@@ -149,8 +149,7 @@ def test_status_counts_rows_per_status(gallery):
 def test_status_shows_rows_stuck_pending_and_backfill_finishes_them(stack):
     """An instance killed on the last delivery leaves PENDING with an expired lease."""
     put(stack, "stuck/s.png", images.png())
-    # the tag step finished (a row is CAPTIONED from the paid caption on, before its tag)
-    wait_for(lambda: row(stack, "stuck/s.png"), lambda r: bool(r and r.get("tag_status")))
+    wait_for_status(stack, "stuck/s.png", "CAPTIONED")
     stack.client("dynamodb").update_item(
         TableName=stack.table,
         Key={"bucket": {"S": stack.bucket}, "key": {"S": "stuck/s.png"}},
