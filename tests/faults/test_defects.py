@@ -418,7 +418,7 @@ def test_an_instance_dying_after_any_step_is_recovered_by_redelivery_and_pays_on
 def test_a_delivery_that_dies_while_finishing_anothers_tag_still_does_not_pay(
     app_env, fake_modelslab, instance, queue, clock
 ):
-    _version, event = upload(app_env, "twice.png")
+    _, event = upload(app_env, "twice.png")
     msg = queue.send(event)
     with instance.crash_after("save_result"):  # paid and recorded, then died
         assert queue.deliver(instance, msg) == "killed"
