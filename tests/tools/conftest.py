@@ -73,17 +73,19 @@ def row(stack: LocalStack, key: str, bucket: str | None = None) -> dict[str, Any
     return from_item(item["Item"]) if "Item" in item else None
 
 
-def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float = 20) -> dict:
+def wait_for_status(
+    stack: LocalStack, key: str, *statuses: str, timeout: float = 20, bucket: str | None = None
+) -> dict:
     """The row once it has one of ``statuses`` and no delivery holds it any more: a row is
     CAPTIONED as soon as the paid caption is saved, and its lease is kept until the tag step
     is over."""
     return wait_for(
-        lambda: row(stack, key),
+        lambda: row(stack, key, bucket),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
         lambda r: r is not None and r.get("status") in statuses and "lease_until" not in r,
         timeout,
-        f"{key} to be {'/'.join(statuses)}",
+        f"s3://{bucket or stack.bucket}/{key} to be {'/'.join(statuses)}",
     )
 
 
