@@ -76,14 +76,16 @@ def row(stack: LocalStack, key: str, bucket: str | None = None) -> dict[str, Any
 def wait_for_status(
     stack: LocalStack, key: str, *statuses: str, timeout: float = 20, bucket: str | None = None
 ) -> dict:
-    """The row once it has one of ``statuses`` and no delivery holds it any more: a row is
-    CAPTIONED as soon as the paid caption is saved, and its lease is kept until the tag step
-    is over."""
     return wait_for(
         lambda: row(stack, key, bucket),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
-        lambda r: r is not None and r.get("status") in statuses and "lease_until" not in r,
+        # CAPTIONED is written before the tag; a row is finished once its tag step is too
+        lambda r: (
+            r is not None
+            and r.get("status") in statuses
+            and (r.get("status") != "CAPTIONED" or "tag_status" in r)
+        ),
         timeout,
         f"s3://{bucket or stack.bucket}/{key} to be {'/'.join(statuses)}",
     )
