@@ -4,7 +4,7 @@ its decisions without AWS.
 - ``MemoryObjects``: objects by version, in versioned or unversioned buckets; tags replace
   as S3's do; ``fail`` makes an operation raise.
 - ``MemoryCaptions``: the captions table's claim, lease and fence rules, written out plainly
-  (store.py writes them as DynamoDB conditions). tests/unit/test_store.py runs its claim,
+  (store.py writes them as DynamoDB conditions); it keeps no word index (captioner/index.py). tests/unit/test_store.py runs its claim,
   fence and delete tests against both, so this fake cannot drift from the real store.
 - ``ScriptedProvider``: answers caption calls from a script of steps and counts what was
   paid (a call without a job id submits a new, paid job).

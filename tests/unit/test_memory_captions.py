@@ -59,11 +59,18 @@ def dynamodb():
 KEYS = itertools.count()
 
 
+# The DynamoDB store also keeps a word index of the captions (captioner/index.py) and records
+# on the row what it has indexed; the pipeline never reads it, and the fake keeps no index.
+INDEX_ATTRIBUTES = ("indexed_words", "indexed_at")
+
+
 def _comparable(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The row without the fence token's value (random), keeping whether there is one."""
+    """The row without the fence token's value (random), keeping whether there is one, and
+    without the word index's bookkeeping."""
     if row is None:
         return None
-    return {**row, "claim_token": "claim_token" in row}
+    kept = {k: v for k, v in row.items() if k not in INDEX_ATTRIBUTES}
+    return {**kept, "claim_token": "claim_token" in row}
 
 
 @settings(
