@@ -173,6 +173,7 @@ class LocalProvider:
 
     name = "local"
     formats = FORMATS
+    price_usd = 0.0  # runs in the function: its Lambda time is the only cost
 
     def __init__(self, model_path: Path | None = None) -> None:
         self.model_path = model_path or DEFAULT_MODEL

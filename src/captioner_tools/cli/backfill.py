@@ -16,7 +16,7 @@ from captioner.events import backfill_message
 from captioner.store import CaptionReader, Status
 from captioner.tags import TAG_SETTLED
 
-MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
+MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost; MODELSLAB_PRICE_USD overrides it)
 SQS_MAX_BATCH = 10
 _PROJECTION = ("status", "version_id", "etag", "size", "provider", "tag_status")
 

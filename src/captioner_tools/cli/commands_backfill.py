@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from captioner.config import Config
 from captioner.providers import PROVIDERS
 from captioner_tools.cli import render
 from captioner_tools.cli.backfill import (
-    MODELSLAB_PRICE_USD,
     BackfillPlan,
     BackfillStats,
     run_backfill,
@@ -98,7 +99,8 @@ def backfill(
 
 
 def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
-    cost = 0.0 if plan.provider == "local" else stats.cost_usd()
+    price = _price(plan.provider or "modelslab")
+    cost = stats.cost_usd(price)
     if as_json:
         render.print_json(
             {
@@ -137,10 +139,13 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
     if plan.provider == "local":
         render.out.print("estimated cost: $0 (offline local provider)")
     else:
-        who = "" if plan.provider == "modelslab" else ", if the deployment captions with ModelsLab"
-        render.out.print(
-            f"estimated cost: {stats.enqueued} × ${MODELSLAB_PRICE_USD} = ${cost:.4f}{who}"
-        )
+        who = "" if plan.provider else ", if the deployment captions with ModelsLab"
+        render.out.print(f"estimated cost: {stats.enqueued} × ${price} = ${cost:.4f}{who}")
+
+
+def _price(provider: str) -> float:
+    """The provider's price per caption: its ``*_PRICE_USD`` variable, or the default."""
+    return Config.from_env({**os.environ, "CAPTIONS_TABLE": "-"}).price_usd(provider)
 
 
 def _provider(name: str | None, flag: str) -> str | None:
