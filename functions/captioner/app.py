@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config as BotoConfig
 
+from captioner.announce import Announcer, EventBridgePublisher
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
 from captioner.objects import ObjectStore
@@ -113,13 +114,20 @@ class App:
         session = boto3.session.Session()
         objects = ObjectStore(session.client("s3", config=boto_cfg))
         store = CaptionStore(config.captions_table, session.client("dynamodb", config=boto_cfg))
+        telemetry = PowertoolsTelemetry()
+        publisher = (
+            EventBridgePublisher(session.client("events", config=boto_cfg), config.event_bus)
+            if config.event_bus
+            else None
+        )
         pipeline = Pipeline(
             config,
             objects,
             store,
             make_provider(config),
-            PowertoolsTelemetry(),
+            telemetry,
             provider_for=ProviderCache(config),
+            announcer=Announcer(publisher, store, telemetry),
         )
         return cls(config, pipeline)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+from captioner.announce import Announcer
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -37,6 +38,7 @@ from captioner.objects import ObjectMissing, ObjectStore
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
 from captioner.retry import Backoff, call_with_retries
 from captioner.store import (
+    Announce,
     CaptionStore,
     Claim,
     ClaimOutcome,
@@ -95,6 +97,7 @@ class _Work:
     job_id: str | None  # the provider's queued job: polled, never paid again
     image: ImageInfo | None = None
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
+    fresh: bool = False  # this delivery paid for the caption (not an earlier one's)
 
 
 class Telemetry(Protocol):
@@ -120,6 +123,7 @@ class Pipeline:
         *,
         provider_for: Callable[[str], CaptionProvider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        announcer: Announcer | None = None,
     ) -> None:
         self.config = config
         self.objects = objects
@@ -129,6 +133,8 @@ class Pipeline:
         self.telemetry = telemetry or NoTelemetry()
         self._sleep = sleep
         self.backoff = Backoff()
+        # "Caption Status Changed" events (announce.py); off without a publisher
+        self.announcer = announcer or Announcer(None, store)
 
     def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         outcome = self._process(event, attempt)
@@ -183,8 +189,9 @@ class Pipeline:
             else:
                 return Outcome(Unchanged.IGNORED, "the object was uploaded again since")
         marked = self.store.mark_deleted(
-            event.bucket, event.key, event.version_id, event.sequencer, whole=whole
-        )
+            event.bucket, event.key, event.version_id, event.sequencer, whole=whole,
+            announce=self.announcer.for_deletes(),
+        )  # fmt: skip
         if marked:
             return Outcome(Status.DELETED, "object deleted")
         return Outcome(
@@ -224,6 +231,7 @@ class Pipeline:
                 return Outcome(Unchanged.STALE, "a newer version of the object exists")
             claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
         if claim.outcome is ClaimOutcome.DONE:
+            self.announcer.owed(claim.previous)  # an event an earlier delivery could not send
             return Outcome(Unchanged.DUPLICATE, "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
             return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
@@ -234,7 +242,10 @@ class Pipeline:
             return self._caption(work)
         except ObjectMissing:
             if work.captioned:  # the caption stays; the delete event marks the row
-                self.store.save_tag(claim, TagStatus.FAILED, None, "object deleted while tagging")
+                self.store.save_tag(
+                    claim, TagStatus.FAILED, None, "object deleted while tagging",
+                    announce=self._announce(work, Status.CAPTIONED),
+                )  # fmt: skip
                 return Outcome(Status.CAPTIONED, "object deleted while tagging")
             return self._save(
                 work, Result(Status.DELETED, reason="object deleted while captioning")
@@ -276,12 +287,13 @@ class Pipeline:
         # Paid: make it durable before anything else can fail (the lease stays for the tag).
         if not self.store.save_result(work.claim, _captioned(caption, info), keep_lease=True):
             return _taken()
-        work.captioned = True
+        work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
 
     def _tag_and_finish(self, work: _Work, text: str) -> Outcome:
         tag_status, error, ours = self._tag(work, text)
-        if not self.store.save_tag(work.claim, tag_status, ours, error):
+        announce = self._announce(work, Status.CAPTIONED)
+        if not self.store.save_tag(work.claim, tag_status, ours, error, announce=announce):
             return _taken()
         return Outcome(Status.CAPTIONED, text)
 
@@ -383,13 +395,20 @@ class Pipeline:
             status, reason=reason, last_error=error[:1000], provider=work.provider.name,
             provider_job_id=work.job_id, **_image_fields(work.image),
         )  # fmt: skip
+        announce = self._announce(work, status) if status is Status.FAILED else None
         with contextlib.suppress(Exception):  # the caller re-raises the original error
-            self.store.save_result(work.claim, result, keep_lease=False)
+            self.store.save_result(work.claim, result, keep_lease=False, announce=announce)
 
     def _save(self, work: _Work, result: Result) -> Outcome:
-        if not self.store.save_result(work.claim, result):
+        announce = self._announce(work, result.status)
+        if not self.store.save_result(work.claim, result, announce=announce):
             return _taken()
         return Outcome(result.status, result.reason or result.caption or "")
+
+    def _announce(self, work: _Work, status: Status) -> Announce | None:
+        """The event callback for a final write of this delivery, or None: no news."""
+        previous = work.claim.previous if work.claim.same_revision else None
+        return self.announcer.for_transition(previous, status, paid=work.fresh)
 
 
 def _taken() -> Outcome:
