@@ -133,6 +133,35 @@ class Aws:
         return {t["Key"]: t["Value"] for t in resp["TagSet"]}
 
 
+class EventLog:
+    """A rule on the default bus (source = captioner) whose target is a queue."""
+
+    def __init__(self) -> None:
+        self.sqs = boto3.client("sqs", region_name="us-east-1")
+        events = boto3.client("events", region_name="us-east-1")
+        self.url = self.sqs.create_queue(QueueName="caption-events")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+        events.put_rule(Name="captions", EventPattern=json.dumps({"source": ["captioner"]}))
+        events.put_targets(
+            Rule="captions", Targets=[{"Id": "q", "Arn": arn["Attributes"]["QueueArn"]}]
+        )
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every event delivered since the last call."""
+        got = []
+        while True:
+            resp = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
+            messages = resp.get("Messages", [])
+            if not messages:
+                return got
+            for m in messages:
+                got.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+    def statuses(self) -> list[tuple[str, str]]:
+        return [(e["detail"]["key"], e["detail"]["status"]) for e in self.take()]
+
+
 @pytest.fixture
 def app_env(
     aws: Aws, fake_modelslab: FakeModelsLab, monkeypatch: pytest.MonkeyPatch

@@ -4,8 +4,6 @@ to an SQS queue, as a user's rule would) and the fake ModelsLab."""
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
@@ -13,38 +11,17 @@ from botocore.exceptions import EndpointConnectionError
 from captioner import handler
 from captioner.announce import DETAIL_FIELDS
 from tests import images
-from tests.conftest import API_KEY, BUCKET, fast, notification, s3_record, sqs_event
+from tests.conftest import (
+    API_KEY,
+    BUCKET,
+    EventLog,
+    fast,
+    notification,
+    s3_record,
+    sqs_event,
+)
 from tests.fakes.modelslab import Reply
 from tests.integration.test_handler import put_event, run
-
-
-class EventLog:
-    """A rule on the default bus (source = captioner) whose target is a queue."""
-
-    def __init__(self) -> None:
-        self.sqs = boto3.client("sqs", region_name="us-east-1")
-        events = boto3.client("events", region_name="us-east-1")
-        self.url = self.sqs.create_queue(QueueName="caption-events")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
-        events.put_rule(Name="captions", EventPattern=json.dumps({"source": ["captioner"]}))
-        events.put_targets(
-            Rule="captions", Targets=[{"Id": "q", "Arn": arn["Attributes"]["QueueArn"]}]
-        )
-
-    def take(self) -> list[dict[str, Any]]:
-        """Every event delivered since the last call."""
-        got = []
-        while True:
-            resp = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
-            messages = resp.get("Messages", [])
-            if not messages:
-                return got
-            for m in messages:
-                got.append(json.loads(m["Body"]))
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
-
-    def statuses(self) -> list[tuple[str, str]]:
-        return [(e["detail"]["key"], e["detail"]["status"]) for e in self.take()]
 
 
 @pytest.fixture
