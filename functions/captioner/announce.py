@@ -1,4 +1,4 @@
-""""Caption Status Changed" events: one per final transition of an object version.
+""" "Caption Status Changed" events: one per final transition of an object version.
 
 When a row reaches CAPTIONED, REJECTED, SKIPPED, FAILED or DELETED, the function puts one
 event on EventBridge (``Source`` ``captioner``, ``DetailType`` ``Caption Status Changed``,

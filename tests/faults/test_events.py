@@ -1,4 +1,4 @@
-""""Caption Status Changed" events under crashes: an instance that dies between the row's
+""" "Caption Status Changed" events under crashes: an instance that dies between the row's
 final write and PutEvents, or between PutEvents and the write that says it went out."""
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ def statuses(events: EventLog) -> list[str]:
     return [e["detail"]["status"] for e in events.take()]
 
 
-@pytest.mark.parametrize(
-    ("body", "status"), [(None, "CAPTIONED"), (b"not an image", "REJECTED")]
-)
+@pytest.mark.parametrize(("body", "status"), [(None, "CAPTIONED"), (b"not an image", "REJECTED")])
 def test_a_crash_between_the_final_write_and_put_events_is_announced_by_the_redelivery(
     app_env, fake_modelslab, queue, clock, events, body, status
 ):

@@ -1,9 +1,10 @@
-""""Caption Status Changed" events: the real handler against moto (EventBridge routes them
+""" "Caption Status Changed" events: the real handler against moto (EventBridge routes them
 to an SQS queue, as a user's rule would) and the fake ModelsLab."""
 
 from __future__ import annotations
 
 import json
+
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
