@@ -17,6 +17,7 @@ from moto import mock_aws
 from captioner import handler
 from captioner_tools.local.template import table_definition
 from tests.fakes.modelslab import FakeModelsLab
+from tests.fakes.openai import FakeOpenAI
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 BUCKET = "captioner-uploads-test"
@@ -81,6 +82,13 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake_modelslab() -> Iterator[FakeModelsLab]:
     fake = FakeModelsLab().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
     yield fake
     fake.stop()
 

@@ -24,6 +24,7 @@ from botocore.config import Config as BotoConfig
 from captioner.announce import Announcer, EventBridgePublisher
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
+from captioner.fallback import FallbackChain
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
 from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
@@ -120,14 +121,26 @@ class App:
             if config.event_bus
             else None
         )
+        providers = ProviderCache(config)
+        fallback = (
+            FallbackChain(
+                config.fallback_providers,
+                providers,
+                failures=config.breaker_failures,
+                cooldown_s=config.breaker_cooldown_s,
+            )
+            if config.fallback_providers
+            else None
+        )
         pipeline = Pipeline(
             config,
             objects,
             store,
             make_provider(config),
             telemetry,
-            provider_for=ProviderCache(config),
+            provider_for=providers,
             announcer=Announcer(publisher, store, telemetry),
+            fallback=fallback,
         )
         return cls(config, pipeline)
 

@@ -48,7 +48,7 @@ class Config:
     # Providers tried in order when the primary cannot caption for a reason that is not the
     # image's fault (never the primary itself, never twice).
     fallback_providers: tuple[str, ...] = ()
-    breaker_failures: int = 3  # consecutive failures that open a provider's circuit
+    breaker_failures: int = 5  # failed calls in a row that open a provider's circuit
     breaker_cooldown_s: float = 30.0  # how long an open circuit skips the provider
     openai_base_url: str = DEFAULT_OPENAI_BASE_URL
     openai_api_key_secret: str | None = None  # Secrets Manager id; wins over the variable
@@ -117,7 +117,7 @@ class Config:
             image_transport=transport,
             event_bus=env.get("CAPTION_EVENT_BUS", "default").strip(),
             fallback_providers=_fallbacks(env, provider),
-            breaker_failures=_int(env, "CAPTION_BREAKER_FAILURES", 3, low=1, high=100),
+            breaker_failures=_int(env, "CAPTION_BREAKER_FAILURES", 5, low=1, high=100),
             breaker_cooldown_s=_float(
                 env, "CAPTION_BREAKER_COOLDOWN_S", 30.0, low=1.0, high=3600.0
             ),

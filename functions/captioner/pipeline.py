@@ -33,6 +33,7 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.events import ObjectEvent
+from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
 from captioner.objects import ObjectMissing, ObjectStore
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
@@ -98,6 +99,7 @@ class _Work:
     image: ImageInfo | None = None
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
     fresh: bool = False  # this delivery paid for the caption (not an earlier one's)
+    fallback_reason: str | None = None  # why a fallback provider is the one asked
 
 
 class Telemetry(Protocol):
@@ -124,6 +126,7 @@ class Pipeline:
         provider_for: Callable[[str], CaptionProvider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         announcer: Announcer | None = None,
+        fallback: FallbackChain | None = None,
     ) -> None:
         self.config = config
         self.objects = objects
@@ -135,6 +138,7 @@ class Pipeline:
         self.backoff = Backoff()
         # "Caption Status Changed" events (announce.py); off without a publisher
         self.announcer = announcer or Announcer(None, store)
+        self.fallback = fallback  # CAPTION_FALLBACK_PROVIDERS (fallback.py); None: none
 
     def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         outcome = self._process(event, attempt)
@@ -237,6 +241,9 @@ class Pipeline:
             return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
+        owner = claim.job_provider
+        if owner and owner != provider.name and self._provider_for is not None:
+            provider = self._provider_for(owner)  # only the job's provider can poll it
         work = _Work(claim, attempt, provider, explicit, job_id=claim.job_id)
         try:
             return self._caption(work)
@@ -278,14 +285,16 @@ class Pipeline:
         except ProviderImageError as exc:
             return self._save(
                 work, Result(Status.FAILED, reason=str(exc), last_error=str(exc),
-                             provider=work.provider.name, **_image_fields(info)),
+                             provider=work.provider.name, fallback_reason=work.fallback_reason,
+                             **_image_fields(info)),
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
             self._record_retry(work, exc)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
         # Paid: make it durable before anything else can fail (the lease stays for the tag).
-        if not self.store.save_result(work.claim, _captioned(caption, info), keep_lease=True):
+        result = _captioned(caption, info, work.fallback_reason)
+        if not self.store.save_result(work.claim, result, keep_lease=True):
             return _taken()
         work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
@@ -301,7 +310,7 @@ class Pipeline:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
     def _call_provider(self, work: _Work, info: ImageInfo) -> Caption:
-        ref, deadline = work.claim.ref, work.attempt.deadline
+        ref = work.claim.ref
         size_limit = self.config.max_image_bytes
         image = ImageSource(
             info=info,
@@ -312,16 +321,27 @@ class Pipeline:
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 
-        def once() -> Caption:
-            # reads work.job_id anew each time: a job queued by the previous try is polled
-            return work.provider.caption(
-                image, self.config.length, deadline=deadline, job_id=work.job_id,
-                on_job=partial(self._remember_job, work),
+        def attempt(provider: CaptionProvider, deadline: float, why: str | None) -> Caption:
+            work.provider, work.fallback_reason = provider, why
+
+            def once() -> Caption:
+                # reads work.job_id anew each time: a job queued by the previous try is polled
+                return provider.caption(
+                    image, self.config.length, deadline=deadline, job_id=work.job_id,
+                    on_job=partial(self._remember_job, work),
+                )  # fmt: skip
+
+            return call_with_retries(
+                once, deadline=deadline, backoff=self.backoff,
+                on_retry=self.telemetry.retry, sleep=self._sleep,
             )  # fmt: skip
 
-        return call_with_retries(
-            once, deadline=deadline, backoff=self.backoff,
-            on_retry=self.telemetry.retry, sleep=self._sleep,
+        if self.fallback is None or work.requested or work.job_id:
+            # no fallbacks; a provider asked for by name; or a job to poll: that provider only
+            return attempt(work.provider, work.attempt.deadline, None)
+        return self.fallback.caption(
+            work.provider, info.format, attempt, deadline=work.attempt.deadline,
+            job_pending=lambda: work.job_id is not None,
         )  # fmt: skip
 
     def _remember_job(self, work: _Work, job_id: str) -> None:
@@ -423,10 +443,11 @@ def _image_fields(info: ImageInfo | None) -> dict[str, object]:
     return {"format": info.format, "width": info.width, "height": info.height}
 
 
-def _captioned(caption: Caption, info: ImageInfo) -> Result:
+def _captioned(caption: Caption, info: ImageInfo, fallback_reason: str | None) -> Result:
     labels = [{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
     return Result(
         Status.CAPTIONED, caption=caption.text, provider=caption.provider,
+        fallback_reason=fallback_reason,
         length=caption.length, model=caption.model, labels=labels or None,
         provider_latency_ms=round(caption.latency_ms, 1), provider_job_id=caption.job_id,
         format=info.format, width=info.width, height=info.height,

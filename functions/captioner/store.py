@@ -128,6 +128,11 @@ class Claim:
         return None
 
     @property
+    def job_provider(self) -> str | None:
+        """The provider that queued ``job_id`` (only it can poll the job)."""
+        return (self.previous or {}).get("provider") if self.job_id else None
+
+    @property
     def our_tag(self) -> str | None:
         """The caption tag value an earlier delivery wrote: ours to replace.
 
@@ -172,6 +177,7 @@ class Result:
     provider_job_id: str | None = None
     tag_status: str | None = None
     tag_value: str | None = None
+    fallback_reason: str | None = None  # why a fallback provider made this result
 
 
 # ``event_due``: the final status whose "Caption Status Changed" event is owed (written with

@@ -26,6 +26,7 @@ from botocore.exceptions import (
 )
 
 from captioner.errors import (
+    NoTimeLeft,
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
@@ -89,7 +90,7 @@ class BedrockProvider:
         started = self._clock()
         timeout = next((t for t in TIMEOUT_STEPS if started + t <= deadline), None)
         if timeout is None:
-            raise ProviderTransientError("not enough time left to call Bedrock")
+            raise NoTimeLeft("not enough time left to call Bedrock")
         data, fmt = self._image_bytes(image)
         request = {
             "modelId": self.model_id,

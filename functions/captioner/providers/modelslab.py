@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from captioner.errors import (
+    NoTimeLeft,
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
@@ -133,7 +134,7 @@ class ModelsLabProvider:
 
     def _check_budget(self, deadline: float) -> None:
         if deadline - self._clock() < MIN_REQUEST_BUDGET:
-            raise ProviderTransientError("not enough time left to call ModelsLab")
+            raise NoTimeLeft("not enough time left to call ModelsLab")
 
     # -- the request/response cycle -------------------------------------------------------
 

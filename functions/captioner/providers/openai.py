@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from captioner.errors import (
+    NoTimeLeft,
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
@@ -102,7 +103,7 @@ class OpenAIProvider:
             raise ProviderConfigError("no OpenAI API key (OPENAI_API_KEY or its secret)")
         started = self._clock()
         if deadline - started < MIN_REQUEST_BUDGET:
-            raise ProviderTransientError("not enough time left to call the OpenAI endpoint")
+            raise NoTimeLeft("not enough time left to call the OpenAI endpoint")
         body = {
             "model": self.model,
             "messages": [
