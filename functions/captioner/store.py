@@ -147,9 +147,12 @@ class Claim:
     def reusable_caption(self, provider: str | None) -> dict[str, Any] | None:
         """The paid caption of this version, when only its tag is left to do."""
         prev = self.previous or {}
-        if not (self.same_revision and prev.get("status") == Status.CAPTIONED):
+        # Not the status: a delivery that was finishing the tag and died left it PENDING.
+        # A caption on the row of this revision is always a paid one (a newer version's
+        # claim clears it, and a retry never records over it).
+        if not (self.same_revision and prev.get("caption")):
             return None
-        if not prev.get("caption") or (provider and prev.get("provider") != provider):
+        if provider and prev.get("provider") != provider:
             return None
         return prev
 
@@ -270,7 +273,7 @@ class CaptionStore:
                 if is_legacy_order(old.get("sequencer_order")):
                     self._migrate_order(ref.bucket, ref.key, old)
                     continue
-                verdict = _why_blocked(old, ref, provider, self.now())
+                verdict = _why_blocked(old, ref, provider)
                 if verdict is ClaimOutcome.UNORDERED and current:
                     verdict = None
                 if verdict is not None:
@@ -582,9 +585,7 @@ def _seq_condition(w: _Write, order: str | None, op: str) -> str:
     )
 
 
-def _why_blocked(
-    old: dict[str, Any], ref: ObjectRef, provider: str | None, now: str
-) -> ClaimOutcome | None:
+def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> ClaimOutcome | None:
     """Why a claim was refused, or None when the row is an older version's to take over."""
     order = sequencer_order(ref.sequencer)
     if order and str(old.get("sequencer_order", "")) > order:
@@ -595,9 +596,8 @@ def _why_blocked(
     captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
     if captioned and (not provider or old.get("provider") == provider):
         return ClaimOutcome.DONE
-    if str(old.get("lease_until", "")) > now:
-        return ClaimOutcome.BUSY
-    return ClaimOutcome.BUSY  # the row changed between the write and this read: try later
+    # a live lease (or the row changed between the write and this read): try later
+    return ClaimOutcome.BUSY
 
 
 def _owes(row: Mapping[str, Any], status: Status) -> bool:

@@ -415,6 +415,23 @@ def test_an_instance_dying_after_any_step_is_recovered_by_redelivery_and_pays_on
     assert_paid_at_most_once(fake_modelslab)
 
 
+def test_a_delivery_that_dies_while_finishing_anothers_tag_still_does_not_pay(
+    app_env, fake_modelslab, instance, queue, clock
+):
+    _, event = upload(app_env, "twice.png")
+    msg = queue.send(event)
+    with instance.crash_after("save_result"):  # paid and recorded, then died
+        assert queue.deliver(instance, msg) == "killed"
+    clock.advance(3600)
+    with instance.crash_after("get_tags"):  # the next one dies while finishing the tag
+        assert queue.deliver(instance, msg) == "killed"
+    clock.advance(3600)
+    assert queue.deliver(instance, msg) == "deleted"
+    row = app_env.row("twice.png")
+    assert row["status"] == "CAPTIONED" and row["tag_status"] == "WRITTEN"
+    assert len(fake_modelslab.accepted()) == 1
+
+
 def test_two_instances_delivering_one_version_at_once_pay_once(
     app_env, fake_modelslab, instance, queue, clock
 ):

@@ -185,6 +185,7 @@ class World:
 def check_promises(world: World, fake: FakeModelsLab) -> None:
     aws, clock = world.aws, world.clock
     assert_paid_at_most_once(fake)
+    assert world.instance.longest * 1000 < world.instance.remaining_ms, "past the budget"
     for key in KEYS:
         row = aws.row(key)
         current = current_version(aws.s3, key)

@@ -292,7 +292,8 @@ def test_demo_on_a_missing_directory(stack, tmp_path):
 
 def test_help_lists_every_command():
     out = ok(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}))
-    for name in ("demo", "get", "list", "search", "status", "backfill", "redrive", "local"):
+    for name in ("demo", "get", "list", "search", "status", "connect", "backfill", "redrive",
+                 "local"):  # fmt: skip
         assert f" {name} " in out
 
 

@@ -201,7 +201,8 @@ def test_stack_name_comes_from_samconfig(tmp_path, monkeypatch):
 
 def test_flags_win_over_stack_outputs():
     deployment = Deployment(TargetOptions(table="t", bucket="b"))
-    deployment._outputs = {"TableName": "from-stack", "QueueUrl": "q"}
+    deployment._stack = {"Outputs": [{"OutputKey": "TableName", "OutputValue": "from-stack"},
+                                     {"OutputKey": "QueueUrl", "OutputValue": "q"}]}  # fmt: skip
     assert (deployment.table, deployment.bucket, deployment.queue_url) == ("t", "b", "q")
     with pytest.raises(CliError, match="has no output DeadLetterQueueUrl; pass --dlq-url"):
         _ = deployment.dlq_url
@@ -222,7 +223,8 @@ def test_help_lists_the_commands_in_the_order_they_are_registered():
 
     group = typer.main.get_command(app)
     assert group.list_commands(None) == [
-        "demo", "caption", "get", "list", "search", "status", "backfill", "redrive", "local",
+        "demo", "caption", "get", "list", "search", "status", "connect", "backfill", "redrive",
+        "local",
     ]  # fmt: skip
 
 

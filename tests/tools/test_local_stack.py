@@ -113,6 +113,57 @@ def test_template_parameters_and_conditions_are_resolved():
         StackTemplate(parameters={"NoSuchParameter": "x"})
 
 
+def test_conditions_on_list_parameters_are_evaluated_as_cloudformation_does():
+    """HasExistingBuckets and HasVpc join a CommaDelimitedList: empty by default, so false."""
+    plain = StackTemplate()
+    assert not plain.condition("HasExistingBuckets") and not plain.condition("HasVpc")
+    assert plain.parameter("ExistingBucketNames") == [""]
+    assert plain.resources_of_type("AWS::Events::Rule") == []  # Condition: HasExistingBuckets
+    given = StackTemplate(
+        parameters={"ExistingBucketNames": "photos, scans", "SubnetIds": "subnet-a,subnet-b"}
+    )
+    assert given.condition("HasExistingBuckets") and given.condition("HasVpc")
+    assert given.parameter("ExistingBucketNames") == ["photos", "scans"]  # members trimmed
+    assert given.resources_of_type("AWS::Events::Rule") == ["ExistingBucketsRule"]
+    fn = given.resolve(given.properties("CaptionFunction"))
+    assert fn["VpcConfig"]["SubnetIds"] == ["subnet-a", "subnet-b"]
+
+
+def test_existing_bucket_rule_resolves_with_the_key_filters():
+    refs = {"CaptionQueue.Arn": "arn:q", "CaptionDeadLetterQueue.Arn": "arn:dlq"}
+    filters = {"KeyPrefixFilter": "up/", "KeySuffixFilter": ".jpg"}
+    filtered = StackTemplate(parameters={"ExistingBucketNames": "photos", **filters})
+    rule = filtered.resolve(filtered.properties("ExistingBucketsRule"), refs)
+    assert rule["EventPattern"]["detail"] == {
+        "bucket": {"name": ["photos"]},
+        "object": {"key": [{"wildcard": "up/*.jpg"}]},  # Fn::Sub of both filters
+    }
+    assert rule["Targets"] == [
+        {"Id": "caption-queue", "Arn": "arn:q", "DeadLetterConfig": {"Arn": "arn:dlq"}}
+    ]
+    unfiltered = StackTemplate(parameters={"ExistingBucketNames": "photos"})
+    pattern = unfiltered.resolve(unfiltered.properties("ExistingBucketsRule"), refs)
+    assert "object" not in pattern["EventPattern"]["detail"]
+
+
+def test_join_split_select_and_sub_resolve_what_is_known_and_keep_the_rest():
+    t = StackTemplate(stack_name="cap")
+    assert t.resolve({"Fn::Join": ["-", ["a", {"Ref": "CaptionLength"}]]}) == "a-normal"
+    assert t.resolve({"Fn::Split": [",", "a,b"]}) == ["a", "b"]
+    assert t.resolve({"Fn::Select": [1, {"Fn::Split": [",", "a,b"]}]}) == "b"
+    assert t.resolve({"Fn::Sub": "${AWS::StackName}/${AWS::Region}/${!Literal}"}) == (
+        "cap/us-east-1/${Literal}"
+    )
+    assert t.resolve({"Fn::Sub": ["${X}-${CaptionTagKey}", {"X": "x"}]}) == "x-caption"
+    # what only a deployed stack knows stays as it is
+    unknown = {"Fn::Join": ["", [{"Fn::GetAtt": ["Nope", "Arn"]}]]}
+    assert t.resolve(unknown) == unknown
+    assert t.resolve({"Fn::Sub": "${Nope.Arn}"}) == {"Fn::Sub": "${Nope.Arn}"}
+    assert t.resolve({"Fn::Sub": "${Nope.Arn}"}, {"Nope.Arn": "arn:n"}) == "arn:n"
+    with pytest.raises(TemplateError, match="out of range"):
+        t.resolve({"Fn::Select": [3, ["a"]]})
+
+
 def test_template_path_flag_then_environment_then_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("CAPTIONER_TEMPLATE", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -20,6 +20,7 @@ from typer.exceptions import Abort, Exit, TyperException
 from captioner_tools.cli import (
     commands_backfill,
     commands_caption,
+    commands_connect,
     commands_demo,
     commands_local,
     commands_queue,
@@ -70,6 +71,7 @@ app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.get
 app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.list_)
 app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_connect.connect)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_backfill.backfill)
 app.command("redrive", cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.redrive_)
 app.add_typer(commands_local.local_app, name="local", rich_help_panel="Local stack")

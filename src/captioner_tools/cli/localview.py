@@ -43,12 +43,22 @@ def banner(stack: LocalStack) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("Endpoint", f"{stack.endpoint_url}  (moto: S3, SQS, DynamoDB, CloudFormation)")
+    services = "S3, SQS, DynamoDB, CloudFormation" + (
+        ", EventBridge" if stack.existing_buckets else ""
+    )
+    grid.add_row("Endpoint", f"{stack.endpoint_url}  (moto: {services})")
     grid.add_row("Template", str(stack.template_path))
     grid.add_row(
         "Stack name", f"{stack.stack_name}  (its outputs are registered, as after a deploy)"
     )
     grid.add_row("Bucket", f"{stack.bucket}  (versioned; ObjectCreated/ObjectRemoved → queue)")
+    if stack.existing_buckets:
+        grid.add_row(
+            "Existing buckets",
+            f"{', '.join(stack.existing_buckets)}  (stand-ins: unversioned, EventBridge "
+            f"notifications on as `captioner connect` does; Object Created/Deleted → "
+            f"{', '.join(stack.resources.rules)} → queue)",
+        )
     grid.add_row("Table", f"{stack.table}  (indexes by-bucket-updated, by-status-updated)")
     grid.add_row("Queue", stack.queue_url)
     grid.add_row("Dead letters", f"{stack.dlq_url}  (after {stack.max_receive_count} receives)")
@@ -84,6 +94,11 @@ def print_usage(stack: LocalStack) -> None:
         f"  export {names}",
         f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{stack.bucket}/photos/",
         f"  captioner list s3://{stack.bucket}/photos/",
+        *(
+            f"  aws --endpoint-url {stack.endpoint_url} s3 cp photo.jpg s3://{name}/"
+            f"  &&  captioner list s3://{name}/"
+            for name in stack.existing_buckets[:1]
+        ),
         "  captioner status",
         f'  boto3.client("s3", endpoint_url="{stack.endpoint_url}", region_name="us-east-1", '
         'aws_access_key_id="testing", aws_secret_access_key="testing")',

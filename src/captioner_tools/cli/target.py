@@ -75,7 +75,7 @@ class Deployment:
     options: TargetOptions = field(default_factory=TargetOptions)
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
-    _outputs: dict[str, str] | None = field(default=None, repr=False)
+    _stack: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str | None:
@@ -168,19 +168,26 @@ class Deployment:
 
     def outputs(self) -> dict[str, str]:
         """The stack's outputs (one DescribeStacks call, then cached)."""
-        if self._outputs is None:
-            self._outputs = self._describe_stack()
-        return self._outputs
+        return {o["OutputKey"]: o["OutputValue"] for o in self._describe_stack().get("Outputs", [])}
 
-    def _describe_stack(self) -> dict[str, str]:
-        cfn = self.client("cloudformation")
-        try:
-            stacks = cfn.describe_stacks(StackName=self.stack_name)["Stacks"]
-        except ClientError as exc:
-            if "does not exist" not in str(exc.response.get("Error", {}).get("Message", "")):
-                raise
-            raise CliError(self._no_stack_message()) from None
-        return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    def parameters(self) -> dict[str, str]:
+        """The stack's parameter values, as deployed (lists comma-separated)."""
+        return {
+            p["ParameterKey"]: p.get("ParameterValue", "")
+            for p in self._describe_stack().get("Parameters", [])
+        }
+
+    def _describe_stack(self) -> dict[str, Any]:
+        if self._stack is None:
+            cfn = self.client("cloudformation")
+            try:
+                stacks = cfn.describe_stacks(StackName=self.stack_name)["Stacks"]
+            except ClientError as exc:
+                if "does not exist" not in str(exc.response.get("Error", {}).get("Message", "")):
+                    raise
+                raise CliError(self._no_stack_message()) from None
+            self._stack = stacks[0]
+        return self._stack
 
     def _no_stack_message(self) -> str:
         where = f"at {self.endpoint_url}" if self.endpoint_url else f"in {self.region}"

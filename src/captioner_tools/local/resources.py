@@ -4,11 +4,17 @@ Direct calls rather than moto's CloudFormation, because it drops the bucket noti
 the queue policies and TTL, and an event source mapping makes it try Docker. The stack's
 outputs are then registered (``register_outputs``) so the CLI finds the resources by stack
 name, as it does after a deploy.
+
+With ``ExistingBucketNames``, each of those buckets is created as a stand-in for one the user
+already has (unversioned, as existing buckets often are) and connected as ``captioner
+connect`` would (EventBridge notifications on), and the template's EventBridge rules are made
+with their patterns and targets, so S3 → EventBridge → rule → CaptionQueue runs in moto.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +29,12 @@ from captioner_tools.local.template import (
     StackTemplate,
     table_definition,
 )
+from captioner_tools.notifications import EXISTING_BUCKETS_PARAMETER, enable_eventbridge
 
 Clients = Callable[[str], Any]  # service name → boto3 client of the local endpoint
+
+# Bucket naming rules (general purpose buckets), loosely: 3-63 chars, lowercase, digits, . -
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 # SQS queue attributes CloudFormation passes through under the same name.
 _QUEUE_ATTRIBUTES = {
@@ -45,6 +55,7 @@ class LocalNames:
     queue: str
     dlq: str
     function: str
+    stack: str
 
     @classmethod
     def for_stack(cls, stack_name: str) -> LocalNames:
@@ -55,7 +66,11 @@ class LocalNames:
             queue=f"{stack_name}-local-captions",
             dlq=f"{stack_name}-local-captions-dlq",
             function=f"{stack_name}-local-CaptionFunction",
+            stack=stack_name,
         )
+
+    def rule(self, logical_id: str) -> str:
+        return f"{self.stack}-local-{logical_id}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ class Resources:
     refs: dict[str, str]
     function: FunctionSpec  # with every Ref resolved (CAPTIONS_TABLE: !Ref CaptionsTable)
     outputs: dict[str, str]
+    existing_buckets: tuple[str, ...] = ()  # stand-ins for ExistingBucketNames
+    rules: tuple[str, ...] = ()  # names of the EventBridge rules made
 
     @property
     def bucket(self) -> str:
@@ -113,7 +130,26 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
     refs |= _create_table(template, client("dynamodb"), ids["table"], names.table, refs)
     function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{names.function}"
     refs |= {function_id: names.function, f"{function_id}.Arn": function_arn}
-    return Resources(ids, refs, template.function(function_id, refs), template.outputs(refs))
+    existing = _create_existing_buckets(template, client("s3"), names)
+    rules = {}
+    for rule_id in template.resources_of_type("AWS::Events::Rule"):
+        rules |= _create_rule(template, client("events"), rule_id, names.rule(rule_id), refs)
+    refs |= rules
+    return Resources(
+        ids,
+        refs,
+        template.function(function_id, refs),
+        template.outputs(refs),
+        existing_buckets=existing,
+        rules=tuple(v for k, v in rules.items() if "." not in k),
+    )
+
+
+def existing_bucket_names(template: StackTemplate) -> tuple[str, ...]:
+    """The non-empty members of ExistingBucketNames (none when the template lacks it)."""
+    if EXISTING_BUCKETS_PARAMETER not in template.parameters:
+        return ()
+    return tuple(n for n in template.parameter(EXISTING_BUCKETS_PARAMETER) if n)
 
 
 def sqs_event(function: FunctionSpec) -> SqsEventSource:
@@ -123,16 +159,36 @@ def sqs_event(function: FunctionSpec) -> SqsEventSource:
 
 
 def register_outputs(
-    cfn: Any, stack_name: str, template_path: Path, outputs: dict[str, str]
+    cfn: Any,
+    stack_name: str,
+    template_path: Path,
+    outputs: dict[str, str],
+    parameters: Mapping[str, Any] | None = None,
 ) -> None:
-    """A stack holding only the outputs, so discovery by stack name works locally too."""
+    """A stack holding only the outputs and the parameter values, so discovery by stack
+    name (and ``captioner connect``'s look at ExistingBucketNames) works locally too."""
     warnings.filterwarnings("ignore", message="Tried to parse AWS::CloudFormation::WaitCondi")
+    values = {k: _parameter_value(v) for k, v in (parameters or {}).items()}
     body = {
         "Description": f"captioner local stack (outputs only) from {template_path}",
+        "Parameters": {k: {"Type": "String", "Default": ""} for k in values},
         "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
         "Outputs": {k: {"Value": v} for k, v in outputs.items()},
     }
-    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(body))
+    cfn.create_stack(
+        StackName=stack_name,
+        TemplateBody=json.dumps(body),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+    )
+
+
+def _parameter_value(value: Any) -> str:
+    """As DescribeStacks reports it: lists comma-separated, booleans lowercase."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def _create_queue(
@@ -176,6 +232,44 @@ def _create_bucket(
             Bucket=name, NotificationConfiguration=_notifications(props)
         )
     return {logical_id: name, f"{logical_id}.Arn": f"arn:aws:s3:::{name}"}
+
+
+def _create_existing_buckets(
+    template: StackTemplate, s3: Any, names: LocalNames
+) -> tuple[str, ...]:
+    """Stand-ins for the buckets the user already has: plain (unversioned) buckets with
+    their EventBridge notifications turned on, as ``captioner connect`` does."""
+    buckets = existing_bucket_names(template)
+    for name in buckets:
+        if not _BUCKET_NAME.match(name):
+            raise LocalStackError(f"{EXISTING_BUCKETS_PARAMETER}: invalid bucket name {name!r}")
+        if name == names.bucket:
+            raise LocalStackError(
+                f"{EXISTING_BUCKETS_PARAMETER} must not list the stack's own bucket {name}"
+            )
+        s3.create_bucket(Bucket=name)
+        enable_eventbridge(s3, name)
+    return buckets
+
+
+def _create_rule(
+    template: StackTemplate, events: Any, logical_id: str, name: str, refs: Mapping[str, str]
+) -> dict[str, str]:
+    """An EventBridge rule on the default bus with the template's pattern and targets."""
+    props = template.resolve(template.properties(logical_id), refs)
+    arn = events.put_rule(
+        Name=name,
+        EventPattern=json.dumps(props["EventPattern"]),
+        State=props.get("State", "ENABLED"),
+        Description=props.get("Description", ""),
+    )["RuleArn"]
+    targets = props.get("Targets", [])
+    unresolved = [t for t in targets if not isinstance(t.get("Arn"), str)]
+    if unresolved:
+        raise LocalStackError(f"{logical_id} has a target the local stack did not create")
+    if targets:
+        events.put_targets(Rule=name, Targets=targets)
+    return {logical_id: name, f"{logical_id}.Arn": arn}
 
 
 def _create_table(

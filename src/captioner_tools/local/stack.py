@@ -89,7 +89,7 @@ class LocalStack:
         self.port = port
         self.visibility_timeout = visibility_timeout
         self.template_path = resolve_template_path(template)
-        self.template = StackTemplate(self.template_path, parameters)
+        self.template = StackTemplate(self.template_path, parameters, stack_name)
         self.stack_name = stack_name
         self.names = LocalNames.for_stack(stack_name)
         self.extra_env = dict(env or {})
@@ -133,6 +133,11 @@ class LocalStack:
     @property
     def table(self) -> str:
         return self.resources.table
+
+    @property
+    def existing_buckets(self) -> tuple[str, ...]:
+        """The stand-ins for ExistingBucketNames (captioned through EventBridge)."""
+        return self.resources.existing_buckets
 
     @property
     def queue_url(self) -> str:
@@ -230,6 +235,7 @@ class LocalStack:
                     self.stack_name,
                     self.template_path,
                     self._resources.outputs,
+                    self.template.parameters,
                 )
             self._enter_environment()
             if self.poll:
@@ -297,6 +303,10 @@ class LocalStack:
 
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
+
+        from captioner_tools.local import motofixes
+
+        motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)

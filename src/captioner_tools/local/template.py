@@ -2,14 +2,18 @@
 
 The local stack and the tests create their bucket, queues and table from these properties
 rather than from a second hand-written copy, so a change to the template is followed.
-``StackTemplate`` resolves the few intrinsic functions the local stack needs (``Ref`` to
-parameters and to resources it created, ``Fn::If``/conditions, ``Fn::GetAtt``); anything
-else (``Fn::Sub`` of account ids, IAM) has no meaning locally and is left as it is.
+``StackTemplate`` resolves the intrinsic functions the local stack needs: ``Ref`` to
+parameters (``CommaDelimitedList`` ones as lists, as CloudFormation does), to the local
+pseudo parameters and to resources it created, ``Fn::If`` and conditions, ``Fn::GetAtt``,
+``Fn::Join``/``Fn::Split``/``Fn::Select`` (conditions such as ``HasExistingBuckets`` join a
+list parameter) and ``Fn::Sub`` of what it knows. Anything else (IAM, values only a deployed
+stack has) has no meaning locally and is left as it is.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +23,7 @@ from typing import Any
 import yaml
 
 from captioner_tools.errors import TemplateError
+from captioner_tools.local.defaults import ACCOUNT_ID, REGION
 
 _INTRINSICS = {
     "Ref": "Ref", "Condition": "Condition", "GetAtt": "Fn::GetAtt",
@@ -117,6 +122,15 @@ def parameter_default(name: str, path: Path | None = None) -> Any:
 _NO_VALUE = object()  # AWS::NoValue: the property disappears
 _PLAIN = object()  # a one-key mapping that is not an intrinsic function
 _CONDITION_FUNCTIONS = ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition")
+_LIST_TYPES = ("CommaDelimitedList", "List<")  # parameter types whose Ref is a list
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+# The pseudo parameters of the local stack (AWS::StackName is added per stack).
+LOCAL_PSEUDO_PARAMETERS = {
+    "AWS::AccountId": ACCOUNT_ID,
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::URLSuffix": "amazonaws.com",
+}
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,10 @@ class StackTemplate:
     """A template with parameter values (defaults overlaid by overrides)."""
 
     def __init__(
-        self, path: Path | None = None, parameters: Mapping[str, Any] | None = None
+        self,
+        path: Path | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        stack_name: str = "captioner",
     ) -> None:
         self.path = path or default_template_path()
         self.doc = load_template(self.path)
@@ -154,9 +171,18 @@ class StackTemplate:
             raise TemplateError(f"unknown template parameter(s): {', '.join(unknown)}")
         self.parameters = {name: spec.get("Default") for name, spec in declared.items()}
         self.parameters.update(parameters or {})
+        for name, spec in declared.items():
+            if str(spec.get("Type", "")).startswith(_LIST_TYPES):
+                self.parameters[name] = _as_list(self.parameters[name])
+        self.pseudo = {**LOCAL_PSEUDO_PARAMETERS, "AWS::StackName": stack_name}
 
     def parameter(self, name: str) -> Any:
         return self.parameters[name]
+
+    def creates(self, logical_id: str) -> bool:
+        """Whether the resource exists with these parameters (its ``Condition`` holds)."""
+        condition = self.doc["Resources"][logical_id].get("Condition")
+        return condition is None or self.condition(condition)
 
     def properties(self, logical_id: str) -> dict[str, Any]:
         try:
@@ -166,7 +192,12 @@ class StackTemplate:
         return res.get("Properties", {})
 
     def resources_of_type(self, type_name: str) -> list[str]:
-        return [k for k, v in self.doc["Resources"].items() if v.get("Type") == type_name]
+        """The logical ids of that type that exist with these parameters."""
+        return [
+            k
+            for k, v in self.doc["Resources"].items()
+            if v.get("Type") == type_name and self.creates(k)
+        ]
 
     def resolve(self, node: Any, refs: Mapping[str, Any] | None = None) -> Any:
         """``node`` with parameters, conditions and the given resource ``refs`` substituted.
@@ -200,6 +231,8 @@ class StackTemplate:
                 return _NO_VALUE
             if arg in self.parameters:
                 return self.parameters[arg]
+            if arg in self.pseudo:
+                return self.pseudo[arg]
             return refs.get(arg, {fn: arg})
         if fn == "Fn::GetAtt":
             return refs.get(".".join(arg), {fn: arg})
@@ -208,7 +241,48 @@ class StackTemplate:
             return self._resolve(if_true if self.condition(cond) else if_false, refs)
         if fn in _CONDITION_FUNCTIONS:
             return self._condition_function(fn, arg, refs)
+        if fn in ("Fn::Join", "Fn::Split", "Fn::Select"):
+            return self._list_function(fn, arg, refs)
+        if fn == "Fn::Sub":
+            return self._sub(arg, refs)
         return {fn: arg} if fn.startswith("Fn::") else _PLAIN
+
+    def _list_function(self, fn: str, arg: Any, refs: Mapping[str, Any]) -> Any:
+        """Fn::Join, Fn::Split and Fn::Select once their arguments are plain values (a
+        resource's attribute may not be: then the function stays as it is)."""
+        first, second = (self._resolve(a, refs) for a in arg)
+        if fn == "Fn::Join" and isinstance(first, str) and _strings(second):
+            return first.join(second)
+        if fn == "Fn::Split" and isinstance(first, str) and isinstance(second, str):
+            return second.split(first)
+        if fn == "Fn::Select" and isinstance(second, list) and str(first).isdigit():
+            index = int(first)
+            if index >= len(second):
+                raise TemplateError(f"Fn::Select index {index} out of range in {arg!r}")
+            return second[index]
+        return {fn: arg}
+
+    def _sub(self, arg: Any, refs: Mapping[str, Any]) -> Any:
+        """Fn::Sub with the parameters, pseudo parameters, ``refs`` and its own variables;
+        left as it is when one of its variables is none of these."""
+        text, own = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        variables = {k: self._resolve(v, refs) for k, v in own.items()}
+        unknown = False
+
+        def value(match: re.Match[str]) -> str:
+            nonlocal unknown
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"  # ${!Literal} is written as ${Literal}
+            for source in (variables, self.parameters, self.pseudo, refs):
+                found = source.get(name)
+                if isinstance(found, str | int) and not isinstance(found, bool):
+                    return str(found)
+            unknown = True
+            return match.group(0)
+
+        result = _SUB_VARIABLE.sub(value, str(text))
+        return {"Fn::Sub": arg} if unknown else result
 
     def _condition_function(self, fn: str, arg: Any, refs: Mapping[str, Any]) -> bool:
         if fn == "Condition":
@@ -262,6 +336,17 @@ def _sqs_event(props: Mapping[str, Any]) -> SqsEventSource:
         report_batch_item_failures="ReportBatchItemFailures"
         in props.get("FunctionResponseTypes", []),
     )
+
+
+def _as_list(value: Any) -> list[str]:
+    """A list parameter's value: "a, b" → ["a", "b"]; empty → [""] (as CloudFormation)."""
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value]
+    return [member.strip() for member in str(value if value is not None else "").split(",")]
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _env_value(value: Any) -> str:
