@@ -129,8 +129,12 @@ class Claim:
 
     @property
     def job_provider(self) -> str | None:
-        """The provider that queued ``job_id`` (only it can poll the job)."""
-        return (self.previous or {}).get("provider") if self.job_id else None
+        """The provider whose queued job may still deliver this version's caption (only it
+        can poll the job); None when there is none, or its caption is on the row already."""
+        prev = self.previous or {}
+        if not self.job_id or prev.get("status") == Status.CAPTIONED:
+            return None
+        return prev.get("provider")
 
     @property
     def our_tag(self) -> str | None:

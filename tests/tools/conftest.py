@@ -78,10 +78,16 @@ def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float 
         lambda: row(stack, key),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
-        lambda r: r is not None and r.get("status") in statuses,
+        lambda r: r is not None and r.get("status") in statuses and finished(r),
         timeout,
         f"{key} to be {'/'.join(statuses)}",
     )
+
+
+def finished(r: dict[str, Any]) -> bool:
+    """Not a CAPTIONED row whose tag step is still under way (the caption is written first,
+    then the tags, then ``tag_status``)."""
+    return r.get("status") != "CAPTIONED" or "tag_status" in r
 
 
 def depth(stack: LocalStack, queue_url: str) -> int:

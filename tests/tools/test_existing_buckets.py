@@ -24,7 +24,7 @@ from captioner_tools.local.stack import LocalStack
 from tests import images
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import FakeModelsLab
-from tests.tools.conftest import RETRY_DELAY_S, free_port, row, wait_for
+from tests.tools.conftest import RETRY_DELAY_S, finished, free_port, row, wait_for
 
 EXISTING = ("photos", "scans")
 runner = CliRunner()
@@ -79,7 +79,7 @@ def one_error_line(result: Any, *parts: str) -> None:
 def wait_for_row(stack: LocalStack, bucket: str, key: str, *statuses: str) -> dict[str, Any]:
     return wait_for(
         lambda: row(stack, key, bucket),
-        lambda r: r is not None and r.get("status") in statuses,
+        lambda r: r is not None and r.get("status") in statuses and finished(r),
         20,
         f"s3://{bucket}/{key} to be {'/'.join(statuses)}",
     )
