@@ -216,7 +216,8 @@ def test_backfill_enqueues_what_is_not_captioned_and_estimates_the_cost(stack, m
     )
     assert summary == {
         "bucket": stack.bucket, "prefix": "old/", "dry_run": True, "listed": 4, "folders": 1,
-        "already_captioned": 1, "already_rejected": 0, "other_provider": 0, "enqueued": 2, "failed": 0,
+        "already_captioned": 1, "already_rejected": 0, "other_provider": 0, "enqueued": 2,
+        "events_owed": 0, "failed": 0,
         "estimated_cost_usd": 0.0094,
     }  # fmt: skip
     assert row(stack, "old/a.png") is None  # a dry run sends nothing

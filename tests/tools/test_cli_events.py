@@ -78,3 +78,30 @@ def test_the_local_stack_prints_where_its_events_go(stack):
     assert stack.events_queue_url and stack.events_queue_url.endswith("-local-caption-events")
     assert stack.cli_environment()["CAPTIONER_EVENTS_QUEUE_URL"] == stack.events_queue_url
     assert " events " in ok(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}))
+
+
+def test_backfill_sends_the_events_rows_still_owe_without_paying(stack, modelslab):
+    put(stack, "owed/dot.png", images.png())
+    wait_for_status(stack, "owed/dot.png", "CAPTIONED")
+    for _ in range(50):  # drain: this test wants only the events the backfill causes
+        if not cli(stack, "events", "--json").output.strip():
+            break
+    # as a PutEvents that failed leaves it
+    stack.client("dynamodb").update_item(
+        TableName=stack.table,
+        Key={"bucket": {"S": stack.bucket}, "key": {"S": "owed/dot.png"}},
+        UpdateExpression="SET event_due = :s",
+        ExpressionAttributeValues={":s": {"S": "CAPTIONED"}},
+    )
+    paid = len(modelslab.accepted())
+    out = json.loads(ok(cli(stack, "backfill", f"s3://{stack.bucket}/owed/", "--json")))
+    assert (out["enqueued"], out["events_owed"], out["estimated_cost_usd"]) == (1, 1, 0.0)
+    got = []
+    for _ in range(100):
+        got += [json.loads(line) for line in ok(cli(stack, "events", "--json")).splitlines()]
+        if got:
+            break
+    assert [(e["detail"]["key"], e["detail"]["status"]) for e in got] == [
+        ("owed/dot.png", "CAPTIONED")
+    ]
+    assert len(modelslab.accepted()) == paid

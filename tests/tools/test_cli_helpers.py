@@ -161,6 +161,9 @@ CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "model
         (BackfillPlan("b", only_provider="local"), CAPTIONED, "other_provider"),
         (BackfillPlan("b", only_provider="local"), None, "other_provider"),
         (BackfillPlan("b", only_provider="modelslab"), CAPTIONED, None),  # even if captioned
+        # finished, but its event is owed: the function sends it (free)
+        (BackfillPlan("b"), {**CAPTIONED, "event_due": "CAPTIONED"}, None),
+        (BackfillPlan("b"), {**CAPTIONED, "status": "REJECTED", "event_due": "REJECTED"}, None),
     ],
 )
 def test_backfill_decides_per_object(plan, row, skip):

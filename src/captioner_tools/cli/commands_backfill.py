@@ -113,6 +113,7 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
                 "already_rejected": stats.rejected,
                 "other_provider": stats.other_provider,
                 "enqueued": stats.enqueued,
+                "events_owed": stats.events_owed,
                 "failed": stats.failed,
                 "estimated_cost_usd": cost,
             }
@@ -133,6 +134,8 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
     table.add_row(
         "[bold]would enqueue" if plan.dry_run else "[bold]enqueued", f"[bold]{stats.enqueued}"
     )
+    if stats.events_owed:
+        table.add_row("  of which finished, their event owed (free)", str(stats.events_owed))
     if stats.failed:
         table.add_row("[red]failed to enqueue", f"[red]{stats.failed}")
     render.out.print(table)
@@ -140,7 +143,8 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
         render.out.print("estimated cost: $0 (offline local provider)")
     else:
         who = "" if plan.provider else ", if the deployment captions with ModelsLab"
-        render.out.print(f"estimated cost: {stats.enqueued} × ${price} = ${cost:.4f}{who}")
+        paid = stats.enqueued - stats.events_owed
+        render.out.print(f"estimated cost: {paid} × ${price} = ${cost:.4f}{who}")
 
 
 def _price(provider: str) -> float:
