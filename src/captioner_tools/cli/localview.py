@@ -82,8 +82,8 @@ def banner(stack: LocalStack) -> Panel:
     if stack.ignored_variables:
         grid.add_row(
             "Ignored",
-            ", ".join(stack.ignored_variables) + " (the key comes from MODELSLAB_API_KEY "
-            "locally; AWS calls go to the endpoint above)",
+            ", ".join(stack.ignored_variables) + " (keys come from MODELSLAB_API_KEY and "
+            "OPENAI_API_KEY locally; AWS calls go to the endpoint above)",
         )
     grid.add_row("State", "in memory only: Ctrl-C stops the stack and discards everything")
     return Panel(grid, title="Captioner local stack", title_align="left", border_style="green")
