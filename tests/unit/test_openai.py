@@ -164,7 +164,7 @@ def test_a_stalled_server_is_cut_at_the_records_deadline(fake):
     started = time.monotonic()
     with pytest.raises(ProviderTransientError, match="timed out"):
         caption(provider(fake), seconds=2.5)
-    assert time.monotonic() - started < 3.5
+    assert time.monotonic() - started < 4.5  # the budget (2.5 s), not the 5 s stall
 
 
 def test_no_request_starts_without_time_for_it(fake):
