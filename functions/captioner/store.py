@@ -18,6 +18,11 @@ How a delivery owns a row (each step is one conditional UpdateItem):
 The lease runs to the end of A's invocation (plus clock skew), so it cannot lapse while A
 is alive; the token fences A's later writes, so a delete or a newer version that took the
 row in between is never overwritten.
+
+The word index (``captioner.index``) lives in this table too, under partition keys no
+bucket can have. ``save_result`` writes a row's postings with the row in one transaction
+(fenced like the row, and by the index state the row records); ``mark_deleted`` removes
+them after marking the row. ``save_tag`` and the claim never touch them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,7 +40,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from captioner import index
 from captioner.errors import CaptionerError
+from captioner.index import IndexState
 from captioner.tags import TAG_SETTLED, TagStatus
 
 INDEX_BY_BUCKET = "by-bucket-updated"
@@ -359,22 +366,62 @@ class CaptionStore:
         keep_lease: bool = False,
         announce: Announce | None = None,
     ) -> bool:
-        """Write the outcome of this attempt (``keep_lease`` while its tag is still to do).
-        False when a delete or another delivery took the row since the claim (the fence
-        token no longer matches). With ``announce``, the row records that an event is owed
-        for this status and ``announce`` gets the row as written."""
-        w = self._fenced(claim)
-        values = asdict(result)
-        values["status"] = result.status.value
-        values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
-        values[EVENT_DUE] = result.status.value if announce else None
-        for attr in RESULT_FIELDS:
-            values.setdefault(attr, None)
-        for attr, val in values.items():
-            w.set(attr, val)
-        if not keep_lease:
-            w.remove("lease_until")
-        return self._try(claim.ref, w, announce)
+        """Write the outcome of this attempt (``keep_lease`` while its tag is still to do),
+        and the row's postings in the word index with it (``captioner.index``). False when a
+        delete or another delivery took the row since the claim (the fence token no longer
+        matches). With ``announce``, the row records that an event is owed for this status
+        and ``announce`` gets the row's values as written."""
+
+        def write() -> _Write:
+            w = self._fenced(claim)
+            values = asdict(result)
+            values["status"] = result.status.value
+            values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
+            values[EVENT_DUE] = result.status.value if announce else None
+            for attr in RESULT_FIELDS:
+                values.setdefault(attr, None)
+            for attr, val in values.items():
+                w.set(attr, val)
+            if not keep_lease:
+                w.remove("lease_until")
+            return w
+
+        return self._write_indexed(
+            claim, write, asdict(result) | {"status": result.status}, announce
+        )
+
+    def _write_indexed(
+        self,
+        claim: Claim,
+        write: Callable[[], _Write],
+        row: dict[str, Any],
+        announce: Announce | None = None,
+    ) -> bool:
+        """A fenced write that also makes the row's postings match ``row`` (its caption,
+        labels and status after the write), in one transaction when they change. The row's
+        index state is taken from the claim and checked by the write; when someone changed
+        it meanwhile (our own write that timed out but landed, a reindex), it is read again."""
+        known = IndexState.of(claim.previous)
+        for _ in range(4):
+            w = write()
+            want = index.wanted(row, str(w.assigned["updated_at"]))
+            _set_index(w, known, want)
+            try:
+                if known.empty and want.empty:  # no posting changes: a plain write
+                    self._update(claim.ref.bucket, claim.ref.key, w)
+                else:
+                    self._transact(claim.ref.bucket, claim.ref.key, w, known, want)
+            except _Refused as refused:
+                if refused.row.get("claim_token") != claim.token:
+                    return False
+                known = IndexState.of(refused.row)
+                continue
+            if announce:  # every result field was set or removed: the row's values are known
+                ref = claim.ref
+                announce({"bucket": ref.bucket, "key": ref.key, "version_id": ref.version_id,
+                          **w.assigned})  # fmt: skip
+            return True
+        raise IndexBusy("the row's index state kept changing under its holder")
 
     def save_tag(
         self,
@@ -475,14 +522,17 @@ class CaptionStore:
                 w.set_expr("revision", f"if_not_exists({rev}, {w.value(TOMBSTONE)})")
                 w.condition = f"attribute_not_exists({w.name('bucket')}) OR ({w.condition})"
             try:
-                before = self._update(bucket, key, w, returns="ALL_OLD" if announce else None)
+                before = self._update(bucket, key, w, returns="ALL_OLD")
             except _Refused as refused:
                 if is_legacy_order(refused.row.get("sequencer_order")):
                     self._migrate_order(bucket, key, refused.row)
                     continue
+                if refused.row.get("status") == Status.DELETED:
+                    self._drop_index(bucket, key, refused.row)  # a crash left it: finish
                 if announce and _owes(refused.row, Status.DELETED):
                     announce(refused.row)  # a repeat of a delete whose event is still owed
                 return False
+            self._drop_index(bucket, key, before)
             if announce:
                 row = {**before, "bucket": bucket, "key": key, "status": Status.DELETED.value,
                        "updated_at": now, EVENT_DUE: Status.DELETED.value}  # fmt: skip
@@ -492,6 +542,52 @@ class CaptionStore:
                     self.announced(row)
             return True
         return False
+
+    def _drop_index(self, bucket: str, key: str, row: dict[str, Any]) -> None:
+        """Remove the postings of a row that is now DELETED (the caption stays on the row,
+        but deleted objects are not found by search). A second write after the delete:
+        when it is lost, the delete's redelivery, or ``backfill --reindex``, finishes it."""
+        known = IndexState.of(row)
+        if known.empty:
+            return
+        w = _Write()
+        w.condition = f"{w.name('status')} = {w.value(Status.DELETED.value)}"
+        _set_index(w, known, IndexState())
+        with contextlib.suppress(_Refused):  # the row moved on: its new owner syncs it
+            self._transact(bucket, key, w, known, IndexState())
+
+    def reindex_plan(self, row: dict[str, Any]) -> str:
+        """What ``reindex`` would do to this row (without writing)."""
+        known = IndexState.of(row)
+        want = index.wanted(row, str(known.at or row.get("updated_at") or self.now()))
+        if sorted(want.words) == sorted(known.words):
+            return "current"
+        return "unindexed" if want.empty else "indexed"
+
+    def reindex(self, row: dict[str, Any]) -> str:
+        """Make one row's postings match its caption, as the function would have written
+        them (``captioner backfill --reindex``; never pays a provider). Returns what was
+        done: "indexed", "unindexed", "current" or "changed" (the row changed meanwhile: its
+        writer keeps the index right)."""
+        bucket, key = str(row["bucket"]), str(row["key"])
+        if self.reindex_plan(row) == "current":
+            return "current"
+        known = IndexState.of(row)
+        want = index.wanted(row, str(known.at or row.get("updated_at") or self.now()))
+        w = _Write()
+        # the words come from this caption: only while the row still has it
+        cap = w.name("caption")
+        if row.get("caption") is None:
+            w.condition = f"attribute_not_exists({cap})"
+        else:
+            w.condition = f"{cap} = {w.value(row['caption'])}"
+        w.condition += f" AND {w.name('status')} = {w.value(row.get('status', ''))}"
+        _set_index(w, known, want)
+        try:
+            self._transact(bucket, key, w, known, want)
+        except _Refused:
+            return "changed"
+        return "unindexed" if want.empty else "indexed"
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -520,6 +616,53 @@ class CaptionStore:
             raise
         return _from_item(resp.get("Attributes") or {})
 
+    def _transact(self, bucket: str, key: str, w: _Write, old: IndexState, new: IndexState) -> None:
+        """The row's conditional write and its postings' changes, all or nothing.
+        ``_Refused`` (with the row as it is) when the row's condition fails."""
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _key(bucket, key),
+            "UpdateExpression": w.expression(),
+            "ConditionExpression": w.condition,
+            "ExpressionAttributeNames": w.names,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if w.values:
+            update["ExpressionAttributeValues"] = _values(w.values)
+        items = [{"Update": update}, *index.changes(self.table_name, bucket, key, old, new)]
+        for attempt in range(5):
+            try:
+                self._db.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = [str(r.get("Code")) for r in reasons]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    item = reasons[0].get("Item")
+                    raise _Refused(
+                        _from_item(item) if item else self.get(bucket, key) or {}
+                    ) from None
+                if "TransactionConflict" not in codes or attempt == 4:
+                    raise
+            time.sleep(0.02 * 2**attempt)  # another transaction on these items: try again
+
+
+class IndexBusy(CaptionerError):
+    """A row's index state kept changing while its claim holder wrote it."""
+
+
+def _set_index(w: _Write, old: IndexState, new: IndexState) -> None:
+    """Make ``w`` record ``new`` as the row's index state, if the row still records ``old``."""
+    at = w.name("indexed_at")
+    held = f"{at} = {w.value(old.at)}" if old.at else f"attribute_not_exists({at})"
+    w.condition = f"({w.condition}) AND {held}" if w.condition else held
+    if new.empty:
+        w.remove("indexed_words")
+        w.remove("indexed_at")
+    else:
+        w.set("indexed_words", list(new.words))
+        w.set("indexed_at", new.at)
+
 
 class _Refused(Exception):
     """A conditional write's condition did not hold; ``row`` is the item as it was."""
@@ -538,6 +681,7 @@ class _Write:
         self.values: dict[str, Any] = {}
         self._sets: list[str] = []
         self._removes: list[str] = []
+        self.assigned: dict[str, Any] = {}  # attr -> value, for the plain values set
         self.condition = ""
 
     def name(self, attr: str) -> str:
@@ -557,6 +701,7 @@ class _Write:
         if val is None:
             self.remove(attr)
         else:
+            self.assigned[attr] = val
             self.set_expr(attr, self.value(val))
 
     def set_expr(self, attr: str, expr: str) -> None:
@@ -572,8 +717,11 @@ class _Write:
     def expression(self) -> str:
         sets = set(s.split(" = ")[0] for s in self._sets)
         removes = [r for r in self._removes if r not in sets]
-        parts = ["SET " + ", ".join(self._sets)] if self._sets else []
-        parts += ["REMOVE " + ", ".join(removes)] if removes else []
+        parts = []
+        if self._sets:
+            parts.append("SET " + ", ".join(self._sets))
+        if removes:
+            parts.append("REMOVE " + ", ".join(removes))
         return " ".join(parts)
 
 
@@ -702,6 +850,19 @@ class CaptionReader:
                 found[row["key"]] = row
         return found
 
+    def rows_at(self, objects: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Rows of objects in any buckets (BatchGetItem, 100 per request), keyed by
+        (bucket, key)."""
+        wanted = list(dict.fromkeys(objects))
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(wanted), BATCH_GET_MAX):
+            keys = [_key(b, k) for b, k in wanted[start : start + BATCH_GET_MAX]]
+            request = {self.table_name: {"ConsistentRead": True, "Keys": keys}}
+            for item in self._batch_get(request):
+                row = _from_item(item)
+                found[(row["bucket"], row["key"])] = row
+        return found
+
     def _batch_get(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for attempt in range(8):
@@ -763,9 +924,14 @@ class CaptionReader:
         *,
         limit: int | None = None,
         on_page: Callable[[int], None] | None = None,
+        bucket: str | None = None,
+        prefix: str = "",
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows whose caption contains every word of ``text`` (case-insensitive). A Scan: it
-        reads the whole table. ``on_page`` gets the number of rows read by each page."""
+        """Rows whose caption contains every word of ``text`` (case-insensitive), in the
+        bucket/prefix and with the status when given. A Scan: it reads the whole table (for
+        tables written before the word index: ``captioner.search`` answers from the index).
+        ``on_page`` gets the number of items read by each page."""
         words = [w.lower() for w in text.split()]
         if not words:
             raise ValueError("search needs some text")
@@ -781,11 +947,34 @@ class CaptionReader:
             for item in page.get("Items", []):
                 row = _from_item(item)
                 caption = str(row.get("caption", "")).lower()
-                if all(w in caption for w in words):
-                    if limit and len(rows) >= limit:
-                        return rows
-                    rows.append(row)
+                if not all(w in caption for w in words):
+                    continue
+                if bucket and (row.get("bucket") != bucket or not row["key"].startswith(prefix)):
+                    continue
+                if status and row.get("status") != status:
+                    continue
+                if limit and len(rows) >= limit:
+                    return rows
+                rows.append(row)
         return rows
+
+    def iter_rows(self, bucket: str, prefix: str = "") -> Iterator[dict[str, Any]]:
+        """Every row of a bucket (or of a key prefix in it), page by page, from the bucket's
+        index: bounded memory for any table size."""
+        names = {"#b": "bucket"}
+        values: dict[str, Any] = {":b": {"S": bucket}}
+        args: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": INDEX_BY_BUCKET,
+            "KeyConditionExpression": "#b = :b",
+        }
+        if prefix:
+            names["#k"], values[":k"] = "key", {"S": prefix}
+            args["FilterExpression"] = "begins_with(#k, :k)"
+        args |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+        for page in self._db.get_paginator("query").paginate(**args):
+            for item in page.get("Items", []):
+                yield _from_item(item)
 
     def count_by_status(self) -> dict[str, int]:
         """Rows per status: a COUNT query per status on the status index (it reads, and is

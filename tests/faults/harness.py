@@ -88,6 +88,10 @@ class AtomicDynamoDB:
         with self._lock:
             return self._client.update_item(**kwargs)
 
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.transact_write_items(**kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 

@@ -17,9 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from captioner import index
 from captioner.events import backfill_message
+from captioner.index import IndexState
+from captioner.search import IndexSearch, SearchQuery
+from captioner.store import CaptionReader, from_item
 from tests import images
-from tests.conftest import BUCKET, EventLog, moto_stack, notification, s3_record
+from tests.conftest import BUCKET, TABLE, EventLog, moto_stack, notification, s3_record
 from tests.fakes.modelslab import FakeModelsLab, Reply
 from tests.faults.harness import (
     Clock,
@@ -201,6 +205,7 @@ def check_promises(world: World, fake: FakeModelsLab) -> None:
             assert row.get("tag_status") in ("WRITTEN", "FAILED"), row
             tags = aws.tags(key, current)
             assert row.get("tag_status") != "WRITTEN" or tags.get("caption") == row["tag_value"]
+    check_word_index(aws)
     for msg in world.queue.messages:
         assert msg.fate in ("deleted", "dead-lettered")
         key = msg.body["Records"][0]["s3"]["object"]["key"].replace("+", " ")
@@ -228,9 +233,36 @@ def check_events(world: World, log: EventLog) -> None:
         assert newest[key]["status"] == row["status"], (newest[key], row)
 
 
+def check_word_index(aws: Any) -> None:
+    """The postings are exactly those the rows record (none orphaned, none missing); a
+    captioned row records its caption's words, a deleted one none; search finds by them."""
+    items = aws.ddb.scan(TableName=TABLE)["Items"]
+    postings, recorded = set(), set()
+    for item in items:
+        if index.is_posting(item["bucket"]["S"]):
+            postings.add((item["bucket"]["S"], item["key"]["S"]))
+            continue
+        row = from_item(item)
+        state = IndexState.of(row)
+        for word in state.words:
+            key = index.posting_key(word, str(state.at), row["bucket"], row["key"])
+            recorded.add((key["bucket"]["S"], key["key"]["S"]))
+        if row["status"] == "CAPTIONED":
+            assert list(state.words) == index.row_words(row.get("caption"), row.get("labels"))
+        if row["status"] == "DELETED":
+            assert state.empty, row
+    assert postings == recorded
+    finder = IndexSearch(CaptionReader(TABLE, aws.ddb))
+    for key in KEYS:
+        row = aws.row(key)
+        if row and row["status"] == "CAPTIONED":
+            found = finder.find(SearchQuery(row["caption"], limit=None)).rows
+            assert [r["key"] for r in found] == [key]
+
+
 @pytest.fixture
 def function_env(aws_env, fake_modelslab, monkeypatch):
-    from tests.conftest import API_KEY, TABLE
+    from tests.conftest import API_KEY
 
     monkeypatch.setenv("CAPTIONS_TABLE", TABLE)
     monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)

@@ -8,10 +8,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from captioner import handler
+from captioner.search import IndexSearch, SearchQuery
+from captioner.store import CaptionReader
 from tests import images
 from tests.conftest import (
     API_KEY,
     BUCKET,
+    TABLE,
     eventbridge_event,
     fast,
     notification,
@@ -523,6 +526,24 @@ def test_delete_marker_marks_the_row_deleted(app_env, fake_modelslab, lambda_con
     assert row["deleted_at"].endswith("Z")
 
 
+def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_search(
+    app_env, fake_modelslab, lambda_context
+):
+    _, event = put_event(app_env, "gone2.png", images.png(), sequencer="10")
+    run(event, lambda_context)
+    finder = IndexSearch(CaptionReader(TABLE, app_env.ddb))
+    assert [r["key"] for r in finder.find(SearchQuery("gone2")).rows] == ["gone2.png"]
+    app_env.s3.delete_object(Bucket=BUCKET, Key="gone2.png")
+    removed = notification(
+        s3_record("gone2.png", event_name="ObjectRemoved:DeleteMarkerCreated", sequencer="11")
+    )
+    calls = count_aws_calls(handler.get_app())
+    run(removed, lambda_context)
+    # the object is gone (HEAD), the row DELETED, then its postings removed
+    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems"]
+    assert finder.find(SearchQuery("gone2")).rows == []
+
+
 def test_late_delete_of_an_older_event_does_not_mark_a_newer_upload(
     app_env, fake_modelslab, lambda_context
 ):
@@ -561,14 +582,15 @@ def test_a_real_s3_event_costs_nine_aws_round_trips_and_one_paid_call(
     app = fast(handler.get_app())
     calls = count_aws_calls(app)
     handler.lambda_handler(sqs_event(event), lambda_context)
-    # claim, opt-out check, header, the paid caption made durable at once, tags again just
-    # before writing (the uploader may have added some during the provider call), tag write,
-    # tag result (with the event owed), the event, the event no longer owed
+    # claim, opt-out check, header, the paid caption made durable at once (one transaction
+    # with its postings in the word index), tags again just before writing (the uploader may
+    # have added some during the provider call), tag write, tag result (with the event
+    # owed), the event, the event no longer owed
     assert calls == [
         "UpdateItem",
         "GetObjectTagging",
         "GetObject",
-        "UpdateItem",
+        "TransactWriteItems",
         "GetObjectTagging",
         "PutObjectTagging",
         "UpdateItem",
@@ -576,6 +598,8 @@ def test_a_real_s3_event_costs_nine_aws_round_trips_and_one_paid_call(
         "UpdateItem",
     ]
     assert len(fake_modelslab.paid_calls()) == 1
+    found = IndexSearch(CaptionReader(TABLE, app_env.ddb)).find(SearchQuery("cost png"))
+    assert [r["key"] for r in found.rows] == ["cost.png"]
 
 
 def test_without_an_event_bus_a_caption_costs_seven_round_trips(

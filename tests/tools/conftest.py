@@ -78,6 +78,7 @@ def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float 
         lambda: row(stack, key),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
+        # CAPTIONED is written before the tag; a row is finished once its tag step is too
         lambda r: r is not None and r.get("status") in statuses and finished(r),
         timeout,
         f"{key} to be {'/'.join(statuses)}",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from captioner import index
 from captioner_tools.cli.app import app
 from captioner_tools.cli.render import CSV_COLUMNS
 from tests import images
@@ -128,8 +129,89 @@ def test_list_by_status_alone_uses_the_status_index(gallery):
 def test_search_is_case_insensitive_and_needs_every_word(gallery):
     found = json.loads(ok(cli(gallery, "search", "PICTURE named BLUE", "--json")))
     assert [r["key"] for r in found] == ["e2e/blue.jpg"]
+    assert found[0] == row(gallery, "e2e/blue.jpg")  # the rows, as `get --json` prints them
     assert json.loads(ok(cli(gallery, "search", "named zebra", "--json"))) == []
-    assert "e2e/red dot.png" in ok(cli(gallery, "search", "red dot"))
+    assert "e2e/red dot.png" in ok(cli(gallery, "search", "red", "dot"))
+    parsed = list(csv.reader(io.StringIO(ok(cli(gallery, "search", "named", "dot", "--csv")))))
+    assert tuple(parsed[0]) == CSV_COLUMNS and [r[1] for r in parsed[1:]] == ["e2e/red dot.png"]
+
+
+def count_dynamodb_calls(monkeypatch):
+    from captioner_tools.cli.target import Deployment
+
+    calls, real = [], Deployment.client
+
+    def counting(self, service):
+        client = real(self, service)
+        if service == "dynamodb" and not getattr(client, "_counted", False):
+            client.meta.events.register(
+                "before-call.*.*", lambda model, **kw: calls.append(model.name)
+            )
+            client._counted = True
+        return client
+
+    monkeypatch.setattr(Deployment, "client", counting)
+    return calls
+
+
+def test_search_reads_the_word_index_not_the_table(gallery, monkeypatch):
+    calls = count_dynamodb_calls(monkeypatch)
+    found = json.loads(ok(cli(gallery, "search", "named", "jpg", "--json")))
+    assert [r["key"] for r in found] == ["e2e/blue.jpg"]
+    # the stack outputs (CloudFormation) aside: the word's shards, then the rows found
+    assert "Scan" not in calls
+    assert calls == ["Query"] * index.SHARDS + ["BatchGetItem"]
+    calls.clear()
+    scanned = json.loads(ok(cli(gallery, "search", "named", "jpg", "--scan", "--json")))
+    assert scanned == found and calls == ["DescribeTable", "Scan"]
+
+
+def test_search_filters_by_prefix_and_status_and_pages_newest_first(gallery):
+    url = f"s3://{gallery.bucket}/e2e/"
+    both = json.loads(ok(cli(gallery, "search", "named", url, "--json")))
+    assert {r["key"] for r in both} == {"e2e/blue.jpg", "e2e/red dot.png"}
+    assert both[0]["indexed_at"] > both[1]["indexed_at"]  # newest first
+    assert (
+        json.loads(ok(cli(gallery, "search", "named", f"s3://{gallery.bucket}/nope/", "--json")))
+        == []
+    )
+    assert (
+        json.loads(ok(cli(gallery, "search", "named", url, "--status", "failed", "--json"))) == []
+    )
+    assert len(json.loads(ok(cli(gallery, "search", "named", "-s", "CAPTIONED", "--json")))) >= 2
+    first = cli(gallery, "search", "named", url, "--limit", "1", "--json")
+    assert [r["key"] for r in json.loads(first.stdout)] == [both[0]["key"]]
+    cursor = first.stderr.split("--after ", 1)[1].strip()
+    rest = json.loads(ok(cli(gallery, "search", "named", url, "--after", cursor, "--json")))
+    assert [r["key"] for r in rest] == [both[1]["key"]]
+
+
+def test_search_explains_words_it_cannot_search(gallery):
+    one_error_line(cli(gallery, "search", "a", "photo", "of"), "very common words", "--scan")
+    one_error_line(cli(gallery, "search", "x", "--status", "deleted"), "--scan --status DELETED")
+
+
+def test_reindex_makes_rows_from_before_the_index_searchable_without_captioning(gallery):
+    ddb = gallery.client("dynamodb")
+    table = gallery.table
+    old = {"bucket": gallery.bucket, "key": "old/walrus.jpg", "status": "CAPTIONED",
+           "caption": "A walrus on the ice", "updated_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+    ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in old.items()})
+    assert json.loads(ok(cli(gallery, "search", "walrus", "--json"))) == []
+    assert [
+        r["key"] for r in json.loads(ok(cli(gallery, "search", "walrus", "--scan", "--json")))
+    ] == ["old/walrus.jpg"]
+    url = f"s3://{gallery.bucket}/old/"
+    dry = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--dry-run", "--json")))
+    assert dry["rows"] == 1 and dry["indexed"] == 1
+    assert json.loads(ok(cli(gallery, "search", "walrus", "--json"))) == []
+    done = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--json")))
+    assert done["rows"] == 1 and done["indexed"] == 1 and not done["dry_run"]
+    found = json.loads(ok(cli(gallery, "search", "walrus", "--json")))
+    assert [r["key"] for r in found] == ["old/walrus.jpg"]
+    assert found[0]["updated_at"] == old["updated_at"]  # a caption row, not re-captioned
+    again = json.loads(ok(cli(gallery, "backfill", url, "--reindex", "--json")))
+    assert again["current"] == 1 and again["indexed"] == 0
 
 
 # -- status, dead letters and redrive ----------------------------------------------------------
@@ -446,3 +528,33 @@ def _start_reader(proc):
 def test_script_is_installed():
     assert SCRIPT.is_file() or shutil.which("captioner"), "pip install -e '.[dev]' first"
     assert os.access(SCRIPT, os.X_OK)
+
+
+def test_search_by_meaning_ranks_captions_that_say_it_in_other_words(
+    gallery, monkeypatch, tmp_path
+):
+    from captioner.store import CaptionStore, ObjectRef, Result, Status, TagStatus
+    from captioner_tools.search import ranking
+
+    store = CaptionStore(gallery.table, gallery.client("dynamodb"))
+    for key, text in (("pets/kitten.jpg", "A photo of a kitten asleep."),
+                      ("pets/cat.jpg", "A photo of an Egyptian cat or a tiger cat."),
+                      ("pets/coffee.jpg", "A photo of an espresso.")):  # fmt: skip
+        claim = store.claim(ObjectRef(gallery.bucket, key, "v1", "e", 5, None), 60)
+        store.save_result(claim, Result(Status.CAPTIONED, caption=text))
+        store.save_tag(claim, TagStatus.WRITTEN, text, None)
+    monkeypatch.setattr(ranking, "vocabulary_words", lambda: ["cat", "kitten", "dog", "coffee"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    url = f"s3://{gallery.bucket}/pets/"
+    exact = json.loads(ok(cli(gallery, "search", "tabby", "cat", url, "--json")))
+    assert [r["key"] for r in exact] == []  # no caption has both words
+    result = cli(gallery, "search", "tabby", "cat", url, "--meaning", "--json")
+    ok(result)
+    found = json.loads(result.stdout)
+    assert [r["key"] for r in found][:2] == ["pets/cat.jpg", "pets/kitten.jpg"]
+    assert all(0 < r["score"] <= 1 for r in found) and "pets/coffee.jpg" not in [
+        r["key"] for r in found
+    ]
+    assert "embedding the search vocabulary" in result.stderr  # once, then cached
+    again = cli(gallery, "search", "kitten", url, "--meaning")
+    assert "pets/kitten.jpg" in ok(again) and "embedding" not in again.stderr

@@ -1,4 +1,5 @@
-"""Enqueue objects that are already in the bucket, skipping those already captioned.
+"""Enqueue objects that are already in the bucket, skipping those already captioned; or
+(``--reindex``) build the word index of the rows that are there.
 
 One pass, page by page (1,000 keys), so a bucket of any size runs in bounded memory: list
 the page, look its rows up with BatchGetItem, and enqueue the rest with SendMessageBatch.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from captioner.events import backfill_message
-from captioner.store import CaptionReader, Status
+from captioner.store import CaptionReader, CaptionStore, Status
 from captioner.tags import TAG_SETTLED
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost; MODELSLAB_PRICE_USD overrides it)
@@ -164,3 +165,49 @@ def _etag(obj: dict[str, Any]) -> str | None:
 def _chunks[T](items: list[T], size: int) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# -- reindex -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReindexStats:
+    rows: int = 0  # rows read
+    current: int = 0  # their postings were right already
+    indexed: int = 0  # postings written (rows from before the index, or words out of date)
+    unindexed: int = 0  # postings removed (deleted objects, rows without a caption)
+    changed: int = 0  # the row kept changing under us: its writer keeps the index right
+
+
+def run_reindex(
+    store: CaptionStore,
+    captions: CaptionReader,
+    *,
+    bucket: str,
+    prefix: str = "",
+    dry_run: bool = False,
+    on_progress: Callable[[ReindexStats], None] | None = None,
+) -> ReindexStats:
+    """Make every row's postings in the word index match its caption (rows written before
+    the index existed, or left half-done by a crash): one transaction per row that needs it,
+    no provider call, nothing enqueued."""
+    stats = ReindexStats()
+    for row in captions.iter_rows(bucket, prefix):
+        stats.rows += 1
+        outcome = _reindex_row(store, row, dry_run)
+        setattr(stats, outcome, getattr(stats, outcome) + 1)
+        if on_progress and stats.rows % 100 == 0:
+            on_progress(stats)
+    if on_progress:
+        on_progress(stats)
+    return stats
+
+
+def _reindex_row(store: CaptionStore, row: dict[str, Any], dry_run: bool) -> str:
+    if dry_run:
+        return store.reindex_plan(row)
+    outcome = store.reindex(row)
+    if outcome == "changed":  # the index read may lag the table: try once with the row as it is
+        fresh = store.get(row["bucket"], row["key"])
+        outcome = store.reindex(fresh) if fresh else "changed"
+    return outcome

@@ -1,8 +1,10 @@
-"""``backfill``: caption what was in the bucket before the stack (or re-caption)."""
+"""``backfill``: caption what was in the bucket before the stack (or re-caption), or build
+the word index of the rows already there (``--reindex``)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -11,11 +13,14 @@ from rich.table import Table
 
 from captioner.config import Config
 from captioner.providers import PROVIDERS
+from captioner.store import CaptionStore
 from captioner_tools.cli import render
 from captioner_tools.cli.backfill import (
     BackfillPlan,
     BackfillStats,
+    ReindexStats,
     run_backfill,
+    run_reindex,
 )
 from captioner_tools.cli.options import deployment_of
 from captioner_tools.cli.s3url import parse_s3_url
@@ -42,6 +47,14 @@ def backfill(
             "captioned (e.g. --provider modelslab --only-provider local)."
         ),
     ] = None,
+    reindex: Annotated[
+        bool,
+        typer.Option(
+            "--reindex",
+            help="Instead: build the word index of `captioner search` for the rows under "
+            "the prefix (tables written before it); no provider call, nothing enqueued.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Enqueue the objects already in the bucket, skipping those already captioned.
@@ -50,8 +63,17 @@ def backfill(
     (BatchGetItem), skips those CAPTIONED for the same version (same ETag and size) and
     those REJECTED for it (unless --provider asks for another provider), and sends the rest
     to the caption queue in batches of 10, as S3 notifications would.
+
+    With --reindex: reads the rows under the prefix (the bucket's index) and writes the
+    postings of each row whose word index is missing or out of date (one transaction per
+    row: about 2 write units per word); --dry-run counts them.
     """
     target = parse_s3_url(url)
+    if reindex:
+        if provider or only_provider:
+            raise CliError("--reindex captions nothing: it takes no --provider/--only-provider")
+        _reindex(ctx, target.bucket, target.key, dry_run, as_json)
+        return
     plan = BackfillPlan(
         bucket=target.bucket,
         prefix=target.key,
@@ -159,3 +181,41 @@ def _provider(name: str | None, flag: str) -> str | None:
     if value not in PROVIDERS:
         raise CliError(f"{flag} must be one of {', '.join(sorted(PROVIDERS))}, not {name!r}")
     return value
+
+
+def _reindex(ctx: typer.Context, bucket: str, prefix: str, dry_run: bool, as_json: bool) -> None:
+    deployment = deployment_of(ctx)
+    store = CaptionStore(deployment.table, deployment.client("dynamodb"))
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=render.err,
+        transient=True,
+        disable=not render.err.is_terminal,
+    ) as progress:
+        task = progress.add_task("reading rows…")
+
+        def show(stats: ReindexStats) -> None:
+            progress.update(task, description=f"rows {stats.rows} · indexed {stats.indexed}")
+
+        stats = run_reindex(
+            store, deployment.captions(), bucket=bucket, prefix=prefix, dry_run=dry_run,
+            on_progress=show,
+        )  # fmt: skip
+    summary = {"bucket": bucket, "prefix": prefix, "dry_run": dry_run, **asdict(stats)}
+    if as_json:
+        render.print_json(summary)
+        return
+    render.heading(f"Reindex of s3://{bucket}/{prefix}" + (" (dry run)" if dry_run else ""))
+    table = Table()
+    table.add_column("")
+    table.add_column("Rows", justify="right")
+    verb = "would be " if dry_run else ""
+    table.add_row("read", str(stats.rows))
+    table.add_row("already indexed", str(stats.current))
+    table.add_row(f"[bold]{verb}indexed", f"[bold]{stats.indexed}")
+    table.add_row(f"{verb}taken out of the index", str(stats.unindexed))
+    if stats.changed:
+        table.add_row("changed meanwhile (left to their writer)", str(stats.changed))
+    render.out.print(table)

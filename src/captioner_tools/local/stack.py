@@ -315,9 +315,10 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from captioner_tools.local import motofixes
+        from captioner_tools.local import motofixes, mototransactions
 
         motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
+        mototransactions.install()  # transactions that do not copy the whole table
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
