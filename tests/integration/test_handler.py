@@ -526,7 +526,7 @@ def test_delete_marker_marks_the_row_deleted(app_env, fake_modelslab, lambda_con
     assert row["deleted_at"].endswith("Z")
 
 
-def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_search(
+def test_a_delete_costs_a_head_two_writes_and_its_event_and_leaves_search(
     app_env, fake_modelslab, lambda_context
 ):
     _, event = put_event(app_env, "gone2.png", images.png(), sequencer="10")
@@ -539,8 +539,9 @@ def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_searc
     )
     calls = count_aws_calls(handler.get_app())
     run(removed, lambda_context)
-    # the object is gone (HEAD), the row DELETED, then its postings removed
-    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems"]
+    # the object is gone (HEAD), the row DELETED, then its postings removed; the event and
+    # the write that says it went out
+    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems", "PutEvents", "UpdateItem"]
     assert finder.find(SearchQuery("gone2")).rows == []
 
 
