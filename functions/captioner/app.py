@@ -21,8 +21,10 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config as BotoConfig
 
+from captioner.announce import Announcer, EventBridgePublisher
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
+from captioner.fallback import FallbackChain
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
 from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
@@ -127,13 +129,35 @@ class App:
         dynamodb = session.client("dynamodb", config=boto_cfg, endpoint_url=endpoint_url)
         objects = ObjectStore(s3)
         store = CaptionStore(config.captions_table, dynamodb)
+        telemetry = PowertoolsTelemetry()
+        publisher = (
+            EventBridgePublisher(
+                session.client("events", config=boto_cfg, endpoint_url=endpoint_url),
+                config.event_bus,
+            )
+            if config.event_bus
+            else None
+        )
+        providers = ProviderCache(config)
+        fallback = (
+            FallbackChain(
+                config.fallback_providers,
+                providers,
+                failures=config.breaker_failures,
+                cooldown_s=config.breaker_cooldown_s,
+            )
+            if config.fallback_providers
+            else None
+        )
         pipeline = Pipeline(
             config,
             objects,
             store,
             make_provider(config),
-            PowertoolsTelemetry(),
-            provider_for=ProviderCache(config),
+            telemetry,
+            provider_for=providers,
+            announcer=Announcer(publisher, store, telemetry),
+            fallback=fallback,
         )
         return cls(config, pipeline)
 

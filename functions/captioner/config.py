@@ -18,7 +18,7 @@ from captioner.errors import ConfigError
 from captioner.providers import PROVIDERS
 from captioner.providers.base import LENGTHS, Length
 
-Value = str | int | float
+Value = str | int | float | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Setting:
     max_length: int | None = None
     secret: bool = False  # never shown by ``repr``
     trailing_slash: bool = True  # False: a trailing "/" is dropped (a base URL)
+    blank_is_empty: bool = False  # a variable set to "" means "" (off), not the default
 
     @property
     def kind(self) -> type[Value]:
@@ -48,6 +49,8 @@ class Setting:
         raw = env.get(self.env, "").strip()
         if raw:
             return self.parse(raw)
+        if self.blank_is_empty and self.env in env:
+            return ""
         if self.required:
             raise ConfigError(f"{self.env} is not set: {self.meaning}")
         return self.default
@@ -58,6 +61,8 @@ class Setting:
             return self._in_bounds(self._number(raw, int, "an integer"))
         if self.kind is float:
             return self._in_bounds(self._number(raw, float, "a number"))
+        if self.kind is tuple:  # a comma-separated list of choices
+            return tuple(self._text(part.strip()) for part in raw.split(",") if part.strip())
         return self._text(raw)
 
     def _number(self, raw: str, kind: type[int] | type[float], what: str) -> int | float:
@@ -186,10 +191,73 @@ class Config:
         "local stack for the real ModelsLab, which cannot reach 127.0.0.1)",
         default="url", choices=("url", "upload"),
     ))  # fmt: skip
+    # -- events, more providers, fallback (issue 13) --------------------------------------
+    event_bus: str = setting(Setting(
+        "CAPTION_EVENT_BUS",
+        "the EventBridge bus `Caption Status Changed` events go to; empty turns them off",
+        default="default", blank_is_empty=True,
+    ))  # fmt: skip
+    fallback_providers: tuple[str, ...] = setting(Setting(
+        "CAPTION_FALLBACK_PROVIDERS",
+        "providers tried in order when the primary cannot caption for a reason that is not "
+        "the image's fault (comma-separated; the primary and repeats are dropped)",
+        default=(), choices=tuple(sorted(PROVIDERS)),
+    ))  # fmt: skip
+    breaker_failures: int = setting(Setting(
+        "CAPTION_BREAKER_FAILURES", "failed calls in a row that open a provider's circuit",
+        default=5, low=1, high=100,
+    ))  # fmt: skip
+    breaker_cooldown_s: float = setting(Setting(
+        "CAPTION_BREAKER_COOLDOWN_S", "seconds an open circuit skips its provider",
+        default=30.0, low=1.0, high=3600.0,
+    ))  # fmt: skip
+    openai_base_url: str = setting(Setting(
+        "OPENAI_BASE_URL", "an OpenAI-compatible API's base URL (OpenAI, vLLM, Ollama, ...)",
+        default="https://api.openai.com/v1", trailing_slash=False,
+    ))  # fmt: skip
+    openai_api_key_secret: str | None = setting(Setting(
+        "OPENAI_API_KEY_SECRET",
+        "Secrets Manager id of the OpenAI-compatible key; wins over `OPENAI_API_KEY`",
+    ))  # fmt: skip
+    openai_api_key: str | None = setting(Setting(
+        "OPENAI_API_KEY", "the OpenAI-compatible key itself, for local runs only", secret=True,
+    ))  # fmt: skip
+    openai_model: str = setting(Setting(
+        "OPENAI_MODEL", "the vision model the `openai` provider asks", default="gpt-4o-mini",
+    ))  # fmt: skip
+    openai_image_transport: str = setting(Setting(
+        "OPENAI_IMAGE_TRANSPORT",
+        "`url`: a presigned GET of the version; `base64`: the bytes as a data URL (for "
+        "servers that cannot reach S3)",
+        default="url", choices=("url", "base64"),
+    ))  # fmt: skip
+    openai_timeout: float = setting(Setting(
+        "OPENAI_TIMEOUT", "seconds per HTTP request to the OpenAI-compatible API",
+        default=30.0, low=1.0, high=300.0,
+    ))  # fmt: skip
+    bedrock_model_id: str = setting(Setting(
+        "BEDROCK_MODEL_ID", "the Bedrock model the `bedrock` provider asks (Converse)",
+        default="amazon.nova-lite-v1:0",
+    ))  # fmt: skip
+    modelslab_price_usd: float = setting(Setting(
+        "MODELSLAB_PRICE_USD", "what one ModelsLab caption costs, USD (spend figures)",
+        default=0.0047, low=0.0, high=10.0,
+    ))  # fmt: skip
+    openai_price_usd: float = setting(Setting(
+        "OPENAI_PRICE_USD", "what one `openai` caption costs, USD (spend figures)",
+        default=0.0005, low=0.0, high=10.0,
+    ))  # fmt: skip
+    bedrock_price_usd: float = setting(Setting(
+        "BEDROCK_PRICE_USD", "what one `bedrock` caption costs, USD (spend figures)",
+        default=0.0002, low=0.0, high=10.0,
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.max_header_bytes < self.header_bytes:
             raise ConfigError("CAPTION_MAX_HEADER_BYTES must be at least CAPTION_HEADER_BYTES")
+        # a provider that just failed is not asked again for the same record
+        chain = tuple(dict.fromkeys(p for p in self.fallback_providers if p != self.provider))
+        object.__setattr__(self, "fallback_providers", chain)
 
     def __repr__(self) -> str:  # keep secrets out of any log line that prints the config
         shown = []
@@ -199,6 +267,15 @@ class Config:
                 value = "***"
             shown.append(f"{f.name}={value!r}")
         return "Config(" + ", ".join(shown) + ")"
+
+    def price_usd(self, provider: str) -> float:
+        """What one caption by ``provider`` costs (USD), for the spend figures."""
+        prices = {
+            "modelslab": self.modelslab_price_usd,
+            "openai": self.openai_price_usd,
+            "bedrock": self.bedrock_price_usd,
+        }
+        return prices.get(provider, 0.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

@@ -42,6 +42,11 @@ class ProviderTransientError(ProviderError):
         self.http_status = http_status
 
 
+class NoTimeLeft(ProviderTransientError):
+    """The record's time ran out before the provider could be called: says nothing about the
+    provider's health (its circuit breaker ignores it)."""
+
+
 class ProviderConfigError(ProviderError):
     """Invalid API key, no credit, forbidden: not the image's fault.
 

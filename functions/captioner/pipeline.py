@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypedDict
 
+from captioner.announce import Announcer
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -32,12 +33,14 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.events import ObjectEvent
+from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
 from captioner.objects import ObjectMissing
 from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
 from captioner.retry import Backoff, call_with_retries
 from captioner.store import (
+    Announce,
     Claim,
     ClaimOutcome,
     ObjectRef,
@@ -95,6 +98,8 @@ class _Work:
     job_id: str | None  # the provider's queued job: polled, never paid again
     image: ImageInfo | None = None
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
+    fresh: bool = False  # this delivery paid for the caption (not an earlier one's)
+    fallback_reason: str | None = None  # why a fallback provider is the one asked
 
 
 class Pipeline:
@@ -108,6 +113,8 @@ class Pipeline:
         *,
         provider_for: Callable[[str], CaptionProvider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        announcer: Announcer | None = None,
+        fallback: FallbackChain | None = None,
     ) -> None:
         self.config = config
         self.objects = objects
@@ -117,6 +124,9 @@ class Pipeline:
         self.telemetry = telemetry or NoTelemetry()
         self._sleep = sleep
         self.backoff = Backoff()
+        # "Caption Status Changed" events (announce.py); off without a publisher
+        self.announcer = announcer or Announcer(None, store)
+        self.fallback = fallback  # CAPTION_FALLBACK_PROVIDERS (fallback.py); None: none
 
     def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         outcome = self._process(event, attempt)
@@ -171,8 +181,9 @@ class Pipeline:
             else:
                 return Outcome(Unchanged.IGNORED, "the object was uploaded again since")
         marked = self.store.mark_deleted(
-            event.bucket, event.key, event.version_id, event.sequencer, whole=whole
-        )
+            event.bucket, event.key, event.version_id, event.sequencer, whole=whole,
+            announce=self.announcer.for_deletes(),
+        )  # fmt: skip
         if marked:
             return Outcome(Status.DELETED, "object deleted")
         return Outcome(
@@ -212,17 +223,24 @@ class Pipeline:
                 return Outcome(Unchanged.STALE, "a newer version of the object exists")
             claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
         if claim.outcome is ClaimOutcome.DONE:
+            self.announcer.owed(claim.previous)  # an event an earlier delivery could not send
             return Outcome(Unchanged.DUPLICATE, "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
             return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
+        owner = claim.job_provider
+        if owner and owner != provider.name and self._provider_for is not None:
+            provider = self._provider_for(owner)  # only the job's provider can poll it
         work = _Work(claim, attempt, provider, explicit, job_id=claim.job_id)
         try:
             return self._caption(work)
         except ObjectMissing:
             if work.captioned:  # the caption stays; the delete event marks the row
-                self.store.save_tag(claim, TagStatus.FAILED, None, "object deleted while tagging")
+                self.store.save_tag(
+                    claim, TagStatus.FAILED, None, "object deleted while tagging",
+                    announce=self._announce(work, Status.CAPTIONED),
+                )  # fmt: skip
                 return Outcome(Status.CAPTIONED, "object deleted while tagging")
             return self._save(
                 work, Result(Status.DELETED, reason="object deleted while captioning")
@@ -255,21 +273,24 @@ class Pipeline:
         except ProviderImageError as exc:
             return self._save(
                 work, Result(Status.FAILED, reason=str(exc), last_error=str(exc),
-                             provider=work.provider.name, **_image_fields(info)),
+                             provider=work.provider.name, fallback_reason=work.fallback_reason,
+                             **_image_fields(info)),
             )  # fmt: skip
         except (ProviderTransientError, ProviderConfigError) as exc:
             self._record_retry(work, exc)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
         # Paid: make it durable before anything else can fail (the lease stays for the tag).
-        if not self.store.save_result(work.claim, _captioned(caption, info), keep_lease=True):
+        result = _captioned(caption, info, work.fallback_reason)
+        if not self.store.save_result(work.claim, result, keep_lease=True):
             return _taken()
-        work.captioned = True
+        work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
 
     def _tag_and_finish(self, work: _Work, text: str) -> Outcome:
         tag_status, error, ours = self._tag(work, text)
-        if not self.store.save_tag(work.claim, tag_status, ours, error):
+        announce = self._announce(work, Status.CAPTIONED)
+        if not self.store.save_tag(work.claim, tag_status, ours, error, announce=announce):
             return _taken()
         return Outcome(Status.CAPTIONED, text)
 
@@ -277,7 +298,7 @@ class Pipeline:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
     def _call_provider(self, work: _Work, info: ImageInfo) -> Caption:
-        ref, deadline = work.claim.ref, work.attempt.deadline
+        ref = work.claim.ref
         size_limit = self.config.max_image_bytes
         image = ImageSource(
             info=info,
@@ -288,16 +309,27 @@ class Pipeline:
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 
-        def once() -> Caption:
-            # reads work.job_id anew each time: a job queued by the previous try is polled
-            return work.provider.caption(
-                image, self.config.length, deadline=deadline, job_id=work.job_id,
-                on_job=partial(self._remember_job, work),
+        def attempt(provider: CaptionProvider, deadline: float, why: str | None) -> Caption:
+            work.provider, work.fallback_reason = provider, why
+
+            def once() -> Caption:
+                # reads work.job_id anew each time: a job queued by the previous try is polled
+                return provider.caption(
+                    image, self.config.length, deadline=deadline, job_id=work.job_id,
+                    on_job=partial(self._remember_job, work),
+                )  # fmt: skip
+
+            return call_with_retries(
+                once, deadline=deadline, backoff=self.backoff,
+                on_retry=self.telemetry.retry, sleep=self._sleep,
             )  # fmt: skip
 
-        return call_with_retries(
-            once, deadline=deadline, backoff=self.backoff,
-            on_retry=self.telemetry.retry, sleep=self._sleep,
+        if self.fallback is None or work.requested or work.job_id:
+            # no fallbacks; a provider asked for by name; or a job to poll: that provider only
+            return attempt(work.provider, work.attempt.deadline, None)
+        return self.fallback.caption(
+            work.provider, info.format, attempt, deadline=work.attempt.deadline,
+            job_pending=lambda: work.job_id is not None,
         )  # fmt: skip
 
     def _remember_job(self, work: _Work, job_id: str) -> None:
@@ -371,13 +403,20 @@ class Pipeline:
             status, reason=reason, last_error=error[:1000], provider=work.provider.name,
             provider_job_id=work.job_id, **_image_fields(work.image),
         )  # fmt: skip
+        announce = self._announce(work, status) if status is Status.FAILED else None
         with contextlib.suppress(Exception):  # the caller re-raises the original error
-            self.store.save_result(work.claim, result, keep_lease=False)
+            self.store.save_result(work.claim, result, keep_lease=False, announce=announce)
 
     def _save(self, work: _Work, result: Result) -> Outcome:
-        if not self.store.save_result(work.claim, result):
+        announce = self._announce(work, result.status)
+        if not self.store.save_result(work.claim, result, announce=announce):
             return _taken()
         return Outcome(result.status, result.reason or result.caption or "")
+
+    def _announce(self, work: _Work, status: Status) -> Announce | None:
+        """The event callback for a final write of this delivery, or None: no news."""
+        previous = work.claim.previous if work.claim.same_revision else None
+        return self.announcer.for_transition(previous, status, paid=work.fresh)
 
 
 def _taken() -> Outcome:
@@ -398,10 +437,11 @@ def _image_fields(info: ImageInfo | None) -> _ImageFields:
     return {"format": info.format, "width": info.width, "height": info.height}
 
 
-def _captioned(caption: Caption, info: ImageInfo) -> Result:
+def _captioned(caption: Caption, info: ImageInfo, fallback_reason: str | None) -> Result:
     labels = [{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
     return Result(
         Status.CAPTIONED, caption=caption.text, provider=caption.provider,
+        fallback_reason=fallback_reason,
         length=caption.length, model=caption.model, labels=labels or None,
         provider_latency_ms=round(caption.latency_ms, 1), provider_job_id=caption.job_id,
         format=info.format, width=info.width, height=info.height,

@@ -8,10 +8,11 @@ AWS. The fourth port, the caption provider, is ``providers.base.CaptionProvider`
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from captioner.objects import ObjectHead
-from captioner.store import Claim, ObjectRef, Result
+from captioner.store import Announce, Claim, ObjectRef, Result
 from captioner.tags import TagStatus
 
 Tags = list[tuple[str, str]]
@@ -70,20 +71,45 @@ class Captions(Protocol):
         """Remember a queued provider job, so a retry polls it instead of paying again."""
         ...
 
-    def save_result(self, claim: Claim, result: Result, *, keep_lease: bool = False) -> bool:
-        """Write this attempt's outcome (fields None in ``result`` are removed)."""
+    def save_result(
+        self,
+        claim: Claim,
+        result: Result,
+        *,
+        keep_lease: bool = False,
+        announce: Announce | None = None,
+    ) -> bool:
+        """Write this attempt's outcome (fields None in ``result`` are removed). With
+        ``announce``, the row owes an event for its status, and ``announce`` gets the row."""
         ...
 
     def save_tag(
-        self, claim: Claim, tag_status: TagStatus, tag_value: str | None, error: str | None
+        self,
+        claim: Claim,
+        tag_status: TagStatus,
+        tag_value: str | None,
+        error: str | None,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         """The tag step is over: CAPTIONED, with how the tag went; the lease is released."""
         ...
 
     def mark_deleted(
-        self, bucket: str, key: str, version_id: str | None, sequencer: str | None, whole: bool
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        sequencer: str | None,
+        whole: bool,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         """The object (``whole``) or the described version is gone: DELETED, fence removed."""
+        ...
+
+    def announced(self, row: Mapping[str, Any]) -> bool:
+        """The event owed for ``row`` was published: the row owes nothing more."""
         ...
 
 

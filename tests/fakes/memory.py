@@ -17,7 +17,7 @@ import copy
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,8 +26,10 @@ from captioner.errors import ProviderPending
 from captioner.objects import ObjectHead, ObjectMissing
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.store import (
+    EVENT_DUE,
     RESULT_FIELDS,
     TOMBSTONE,
+    Announce,
     Claim,
     ClaimOutcome,
     ObjectRef,
@@ -195,25 +197,55 @@ class MemoryCaptions:
             "provider": provider,
         })  # fmt: skip
 
-    def save_result(self, claim: Claim, result: Result, *, keep_lease: bool = False) -> bool:
+    def save_result(
+        self,
+        claim: Claim,
+        result: Result,
+        *,
+        keep_lease: bool = False,
+        announce: Announce | None = None,
+    ) -> bool:
         values: dict[str, Any] = dict.fromkeys(RESULT_FIELDS)
         values.update(asdict(result), status=result.status.value)
         if result.provider_job_id:
             values["provider_job_rev"] = claim.ref.revision
         if not keep_lease:
             values["lease_until"] = None
-        return self._fenced("save_result", claim, values)
+        values[EVENT_DUE] = result.status.value if announce else None
+        return self._fenced("save_result", claim, values, announce)
 
     def save_tag(
-        self, claim: Claim, tag_status: TagStatus, tag_value: str | None, error: str | None
+        self,
+        claim: Claim,
+        tag_status: TagStatus,
+        tag_value: str | None,
+        error: str | None,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         return self._fenced("save_tag", claim, {
             "status": Status.CAPTIONED.value, "tag_status": tag_status.value,
             "tag_value": tag_value, "last_error": error, "lease_until": None,
-        })  # fmt: skip
+            EVENT_DUE: Status.CAPTIONED.value if announce else None,
+        }, announce)  # fmt: skip
+
+    def announced(self, row: Mapping[str, Any]) -> bool:
+        with self._lock:
+            current = self.rows.get((row["bucket"], row["key"]))
+            if current is None or current.get(EVENT_DUE) != row.get(EVENT_DUE):
+                return False
+            current.pop(EVENT_DUE, None)
+            return True
 
     def mark_deleted(
-        self, bucket: str, key: str, version_id: str | None, sequencer: str | None, whole: bool
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        sequencer: str | None,
+        whole: bool,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         with self._lock:
             self.calls.append("mark_deleted")
@@ -234,9 +266,14 @@ class MemoryCaptions:
             _put(row, lease_until=None, claim_token=None)
             if order:
                 row.update(sequencer_order=order, sequencer=sequencer)
+            if announce:
+                row[EVENT_DUE] = Status.DELETED.value
+                announce(dict(row))
             return True
 
-    def _fenced(self, name: str, claim: Claim, values: dict[str, Any]) -> bool:
+    def _fenced(
+        self, name: str, claim: Claim, values: dict[str, Any], announce: Announce | None = None
+    ) -> bool:
         """Apply ``values`` (None removes) only while the claim's token is on the row."""
         with self._lock:
             self.calls.append(name)
@@ -244,7 +281,10 @@ class MemoryCaptions:
             if row is None or row.get("claim_token") != claim.token:
                 return False
             _put(row, updated_at=self.now(), **values)
-            return True
+            written = dict(row)
+        if announce:
+            announce(written)
+        return True
 
 
 def _ordered(row: dict[str, Any], order: str | None) -> bool:

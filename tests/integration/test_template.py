@@ -248,7 +248,7 @@ def test_environment_matches_config(template: dict[str, Any]) -> None:
 
 def test_parameters(template: dict[str, Any]) -> None:
     params = template["Parameters"]
-    assert params["CaptionProvider"]["AllowedValues"] == ["modelslab", "local"]
+    assert params["CaptionProvider"]["AllowedValues"] == ["modelslab", "local", "openai", "bedrock"]
     assert params["CaptionProvider"]["Default"] == "modelslab"
     assert params["CaptionLength"]["AllowedValues"] == ["short", "normal", "long"]
     assert params["ModelsLabApiUrl"]["Default"] == "https://modelslab.com/api/v6"

@@ -81,14 +81,16 @@ def wait_for_status(
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
         # CAPTIONED is written before the tag; a row is finished once its tag step is too
-        lambda r: (
-            r is not None
-            and r.get("status") in statuses
-            and (r.get("status") != "CAPTIONED" or "tag_status" in r)
-        ),
+        lambda r: r is not None and r.get("status") in statuses and finished(r),
         timeout,
         f"s3://{bucket or stack.bucket}/{key} to be {'/'.join(statuses)}",
     )
+
+
+def finished(r: dict[str, Any]) -> bool:
+    """Not a CAPTIONED row whose tag step is still under way (the caption is written first,
+    then the tags, then ``tag_status``)."""
+    return r.get("status") != "CAPTIONED" or "tag_status" in r
 
 
 def depth(stack: LocalStack, queue_url: str) -> int:

@@ -220,7 +220,7 @@ def test_provider_is_modelslab_with_a_key_and_local_without():
         "local"
     )
     with pytest.raises(LocalStackError, match="provider must be one of"):
-        choose_provider("openai", {})
+        choose_provider("magic", {})
 
 
 # -- uploads flow through the same handler ---------------------------------------------------

@@ -29,6 +29,8 @@ def readme_row(spec: Setting) -> str:
         default = "— (required)"
     elif spec.default is None:
         default = "—"
+    elif isinstance(spec.default, tuple):
+        default = ", ".join(f"`{v}`" for v in spec.default) or "empty"
     elif isinstance(spec.default, float):
         default = f"`{_number(spec.default)}`"
     else:

@@ -58,6 +58,8 @@ class CaptionProvider(Protocol):
     name: str
     #: Pillow format names this provider accepts; the image check rejects anything else.
     formats: frozenset[str]
+    #: What one caption costs (USD), for the spend figures; 0 for the offline model.
+    price_usd: float
 
     def caption(
         self,

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from captioner.errors import (
+    NoTimeLeft,
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
@@ -32,6 +33,7 @@ from captioner.errors import (
 from captioner.providers.base import Caption, ImageSource, Length
 
 NAME = "modelslab"
+PRICE_USD = 0.0047  # per caption (pay as you go); MODELSLAB_PRICE_USD overrides it
 _TEXT_OUTPUT_LIMIT = 64 * 1024
 _UPLOAD_LIMIT = 5 * 1024 * 1024  # ModelsLab's base64_to_url cap
 MIN_REQUEST_BUDGET = 2.0  # seconds; below this a request is not started
@@ -72,7 +74,9 @@ class ModelsLabProvider:
         timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        price_usd: float = PRICE_USD,
     ) -> None:
+        self.price_usd = price_usd
         self._base = api_url.rstrip("/")
         self._api_key = api_key
         self._client = client or httpx.Client(
@@ -131,7 +135,7 @@ class ModelsLabProvider:
 
     def _check_budget(self, deadline: float) -> None:
         if deadline - self._clock() < MIN_REQUEST_BUDGET:
-            raise ProviderTransientError("not enough time left to call ModelsLab")
+            raise NoTimeLeft("not enough time left to call ModelsLab")
 
     # -- the request/response cycle -------------------------------------------------------
 

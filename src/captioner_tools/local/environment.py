@@ -27,7 +27,7 @@ FOREIGN_AWS_VARIABLES = (
     "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_STS",
 )  # fmt: skip
 # Shell variables the local stack overrides, named in the banner when they are set.
-IGNORED_VARIABLES = ("MODELSLAB_API_KEY_SECRET", "AWS_PROFILE")
+IGNORED_VARIABLES = ("MODELSLAB_API_KEY_SECRET", "OPENAI_API_KEY_SECRET", "AWS_PROFILE")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def handler_environment(
             # The key comes from MODELSLAB_API_KEY locally; a secret ARN would be looked up
             # in moto's (empty) Secrets Manager and fail.
             "MODELSLAB_API_KEY_SECRET": None,
+            "OPENAI_API_KEY_SECRET": None,  # likewise: OPENAI_API_KEY locally
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
             "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch to read EMF lines
         }

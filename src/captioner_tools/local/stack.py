@@ -54,6 +54,7 @@ from captioner_tools.local.poller import (
     import_handler,
 )
 from captioner_tools.local.resources import (
+    EVENTS_QUEUE_OUTPUT,
     LocalNames,
     Resources,
     create_resources,
@@ -152,6 +153,11 @@ class LocalStack:
         return self.resources.queue_url
 
     @property
+    def events_queue_url(self) -> str | None:
+        """The queue the function's events reach (None when EventBusName is empty)."""
+        return self.resources.outputs.get(EVENTS_QUEUE_OUTPUT)
+
+    @property
     def dlq_url(self) -> str:
         return self.resources.dlq_url
 
@@ -204,6 +210,11 @@ class LocalStack:
             "CAPTIONS_TABLE": self.table,
             "CAPTIONER_QUEUE_URL": self.queue_url,
             "CAPTIONER_DLQ_URL": self.dlq_url,
+            **(
+                {"CAPTIONER_EVENTS_QUEUE_URL": self.events_queue_url}
+                if self.events_queue_url
+                else {}
+            ),
         }
 
     def handler_environment(self) -> dict[str, str | None]:
