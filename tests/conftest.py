@@ -17,6 +17,7 @@ from moto import mock_aws
 from captioner import handler
 from captioner_tools.local.template import table_definition
 from tests.fakes.modelslab import FakeModelsLab
+from tests.fakes.openai import FakeOpenAI
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 BUCKET = "captioner-uploads-test"
@@ -85,6 +86,13 @@ def fake_modelslab() -> Iterator[FakeModelsLab]:
     fake.stop()
 
 
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
 @contextlib.contextmanager
 def moto_stack() -> Iterator[Aws]:
     """In-process moto with the test bucket (versioned) and the table from template.yaml."""
@@ -131,6 +139,35 @@ class Aws:
         extra = {"VersionId": version_id} if version_id else {}
         resp = self.s3.get_object_tagging(Bucket=BUCKET, Key=key, **extra)
         return {t["Key"]: t["Value"] for t in resp["TagSet"]}
+
+
+class EventLog:
+    """A rule on the default bus (source = captioner) whose target is a queue."""
+
+    def __init__(self) -> None:
+        self.sqs = boto3.client("sqs", region_name="us-east-1")
+        events = boto3.client("events", region_name="us-east-1")
+        self.url = self.sqs.create_queue(QueueName="caption-events")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+        events.put_rule(Name="captions", EventPattern=json.dumps({"source": ["captioner"]}))
+        events.put_targets(
+            Rule="captions", Targets=[{"Id": "q", "Arn": arn["Attributes"]["QueueArn"]}]
+        )
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every event delivered since the last call."""
+        got = []
+        while True:
+            resp = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
+            messages = resp.get("Messages", [])
+            if not messages:
+                return got
+            for m in messages:
+                got.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+    def statuses(self) -> list[tuple[str, str]]:
+        return [(e["detail"]["key"], e["detail"]["status"]) for e in self.take()]
 
 
 @pytest.fixture

@@ -100,6 +100,9 @@ def test_pip_install_in_a_fresh_venv_gives_a_working_cli(tmp_path):
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
+    (site,) = (venv / "lib").glob("python3.*/site-packages")
+    for package in ("captioner", "captioner_tools"):  # both promise checked types
+        assert (site / package / "py.typed").is_file(), package
     script = venv / "bin" / "captioner"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env |= {"COLUMNS": "120", "NO_COLOR": "1"}

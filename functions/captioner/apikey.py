@@ -1,4 +1,4 @@
-"""Where the ModelsLab API key comes from: Secrets Manager in AWS, the environment locally."""
+"""Where a provider's API key comes from: Secrets Manager in AWS, the environment locally."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ SECRET_MAX_AGE = 300  # seconds; a rotated key is picked up within five minutes
 
 
 def api_key_source(config: Config) -> Callable[[], str | None]:
-    """A callable returning the key. The secret, when configured, wins over the variable;
-    it is fetched on first use and cached per container by Powertools Parameters."""
-    secret_id = config.modelslab_api_key_secret
+    """The ModelsLab key (MODELSLAB_API_KEY_SECRET, else MODELSLAB_API_KEY)."""
+    return secret_source(config.modelslab_api_key_secret, config.modelslab_api_key)
+
+
+def secret_source(secret_id: str | None, value: str | None) -> Callable[[], str | None]:
+    """A callable returning the key. The secret, when configured, wins over the variable's
+    ``value``; it is fetched on first use and cached per container by Powertools Parameters."""
     if not secret_id:
-        return lambda: config.modelslab_api_key
+        return lambda: value
 
     def from_secret() -> str | None:
         from aws_lambda_powertools.utilities import parameters
@@ -39,7 +43,8 @@ def parse_secret(raw: str) -> str | None:
             doc = json.loads(raw)
         except ValueError:
             return raw
-        for name in ("key", "api_key", "apiKey", "MODELSLAB_API_KEY", "modelslab_api_key"):
+        for name in ("key", "api_key", "apiKey", "MODELSLAB_API_KEY", "modelslab_api_key",
+                     "OPENAI_API_KEY", "openai_api_key"):  # fmt: skip
             if isinstance(doc.get(name), str):
                 return doc[name].strip() or None
         return None

@@ -12,10 +12,12 @@ import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config as BotoConfig
 
+from captioner.announce import Announcer, EventBridgePublisher
 from captioner.batch import SqsRecord, process_batch
 from captioner.budget import DailyBudget
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
+from captioner.fallback import FallbackChain
 from captioner.limits import Ticket, TimeShare
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
@@ -51,15 +53,20 @@ class ProviderCache:
 class LazyClient:
     """A boto3 client made on first use (SQS: only waits and the sweep need it)."""
 
-    def __init__(self, session: Any, service: str, config: BotoConfig) -> None:
+    def __init__(
+        self, session: Any, service: str, config: BotoConfig, endpoint_url: str | None = None
+    ) -> None:
         self._session, self._service, self._config = session, service, config
+        self._endpoint_url = endpoint_url
         self._client: Any = None
         self._lock = threading.Lock()
 
     def __call__(self) -> Any:
         with self._lock:
             if self._client is None:
-                self._client = self._session.client(self._service, config=self._config)
+                self._client = self._session.client(
+                    self._service, config=self._config, endpoint_url=self._endpoint_url
+                )
             return self._client
 
 
@@ -71,7 +78,19 @@ class App:
 
     @classmethod
     def from_env(cls) -> App:
-        config = Config.from_env()
+        """The Lambda path: configuration from the environment, AWS as the runtime gives it."""
+        return cls.build(Config.from_env())
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        session: boto3.session.Session | None = None,
+        endpoint_url: str | None = None,
+    ) -> App:
+        """An app for ``config``; ``session`` and ``endpoint_url`` (the local stack's moto)
+        replace the AWS credentials and endpoints of the environment."""
         boto_cfg = BotoConfig(
             max_pool_connections=max(10, config.batch_concurrency * 3),
             retries={"mode": "standard", "max_attempts": 3},
@@ -79,20 +98,43 @@ class App:
             read_timeout=20,
             signature_version="s3v4",
         )
-        session = boto3.session.Session()
-        objects = ObjectStore(session.client("s3", config=boto_cfg))
-        dynamodb = session.client("dynamodb", config=boto_cfg)
+        session = session or boto3.session.Session()
+        s3 = session.client("s3", config=boto_cfg, endpoint_url=endpoint_url)
+        dynamodb = session.client("dynamodb", config=boto_cfg, endpoint_url=endpoint_url)
+        objects = ObjectStore(s3)
         store = CaptionStore(config.captions_table, dynamodb)
+        telemetry = PowertoolsTelemetry()
+        publisher = (
+            EventBridgePublisher(
+                session.client("events", config=boto_cfg, endpoint_url=endpoint_url),
+                config.event_bus,
+            )
+            if config.event_bus
+            else None
+        )
+        providers = ProviderCache(config)
+        fallback = (
+            FallbackChain(
+                config.fallback_providers,
+                providers,
+                failures=config.breaker_failures,
+                cooldown_s=config.breaker_cooldown_s,
+            )
+            if config.fallback_providers
+            else None
+        )
         pipeline = Pipeline(
             config,
             objects,
             store,
             make_provider(config),
-            PowertoolsTelemetry(),
-            provider_for=ProviderCache(config),
+            telemetry,
+            provider_for=providers,
+            announcer=Announcer(publisher, store, telemetry),
+            fallback=fallback,
             budget=DailyBudget(config.captions_table, dynamodb, config.daily_budget_usd),
         )
-        requeue = Requeue(config.queue_url, LazyClient(session, "sqs", boto_cfg))
+        requeue = Requeue(config.queue_url, LazyClient(session, "sqs", boto_cfg, endpoint_url))
         return cls(config, pipeline, requeue)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -54,6 +54,11 @@ class ProviderTransientError(ProviderError):
         self.rate_limited = rate_limited or http_status == 429
 
 
+class NoTimeLeft(ProviderTransientError):
+    """The record's time ran out before the provider could be called: says nothing about the
+    provider's health (its circuit breaker ignores it)."""
+
+
 class ProviderConfigError(ProviderError):
     """Invalid API key, no credit, forbidden: not the image's fault.
 

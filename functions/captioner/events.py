@@ -10,6 +10,7 @@ ignored. Anything else raises ``MalformedEvent`` so the message dead-letters vis
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote_plus, unquote_plus
@@ -69,17 +70,29 @@ def parse_payload(payload: Any) -> list[ObjectEvent]:
     raise MalformedEvent("not an S3 notification, an EventBridge S3 event or an s3:TestEvent")
 
 
+def _object_of(shape: str, read: Callable[[], tuple[Any, Any]]) -> tuple[str, Any, str]:
+    """(bucket, object, key) from ``read()`` → (the bucket's part, the object's part) of an
+    event of this ``shape``; MalformedEvent when a part is missing or empty."""
+    try:
+        bucket_part, obj = read()
+        bucket, key = str(bucket_part["name"]), obj["key"]
+    except (KeyError, TypeError) as exc:
+        raise MalformedEvent(f"{shape} lacks {exc}") from None
+    if not isinstance(key, str) or not bucket:
+        raise MalformedEvent(f"{shape} has an empty bucket or a non-string key")
+    return bucket, obj, key
+
+
 def _from_s3_record(record: Any) -> ObjectEvent:
+    def read() -> tuple[Any, Any]:
+        s3 = record["s3"]
+        return s3["bucket"], s3["object"]
+
+    bucket, obj, raw_key = _object_of("S3 record", read)
     try:
         name = str(record["eventName"])
-        s3 = record["s3"]
-        bucket = str(s3["bucket"]["name"])
-        obj = s3["object"]
-        raw_key = obj["key"]
     except (KeyError, TypeError) as exc:
         raise MalformedEvent(f"S3 record lacks {exc}") from None
-    if not isinstance(raw_key, str) or not bucket:
-        raise MalformedEvent("S3 record has an empty bucket or a non-string key")
     return ObjectEvent(
         kind=_kind(name),
         bucket=bucket,
@@ -96,14 +109,9 @@ def _from_s3_record(record: Any) -> ObjectEvent:
 def _from_eventbridge(event: dict[str, Any]) -> ObjectEvent:
     detail_type = str(event.get("detail-type", ""))
     detail = event["detail"]
-    try:
-        bucket = str(detail["bucket"]["name"])
-        obj = detail["object"]
-        key = obj["key"]
-    except (KeyError, TypeError) as exc:
-        raise MalformedEvent(f"EventBridge S3 event lacks {exc}") from None
-    if not isinstance(key, str) or not bucket:
-        raise MalformedEvent("EventBridge S3 event has an empty bucket or a non-string key")
+    bucket, obj, key = _object_of(
+        "EventBridge S3 event", lambda: (detail["bucket"], detail["object"])
+    )
     if detail_type == "Object Created":
         kind: Kind = "created"
         name = f"ObjectCreated:{detail.get('reason', 'PutObject')}"

@@ -40,21 +40,23 @@ class ObjectStore:
             "get_object", **_ref(bucket, key, version_id), Range=f"bytes=0-{max(length, 1) - 1}"
         )
         with resp["Body"] as body:
-            return body.read(length)
+            data: bytes = body.read(length)
+        return data
 
     def read_all(self, bucket: str, key: str, version_id: str | None, limit: int) -> bytes:
         """The whole body, refusing more than ``limit`` bytes (for providers that need pixels)."""
         resp = self._call("get_object", **_ref(bucket, key, version_id))
         with resp["Body"] as body:
-            data = body.read(limit + 1)
+            data: bytes = body.read(limit + 1)
         if len(data) > limit:
             raise ValueError(f"object grew past {limit} bytes while reading")
         return data
 
     def presign(self, bucket: str, key: str, version_id: str | None, expires: int) -> str:
-        return self._s3.generate_presigned_url(
+        url: str = self._s3.generate_presigned_url(
             "get_object", Params=_ref(bucket, key, version_id), ExpiresIn=expires
         )
+        return url
 
     def get_tags(self, bucket: str, key: str, version_id: str | None) -> list[tuple[str, str]]:
         resp = self._call("get_object_tagging", **_ref(bucket, key, version_id))

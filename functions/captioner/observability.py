@@ -82,3 +82,14 @@ class PowertoolsTelemetry:
         logger.warning(
             "provider call failed; retrying", extra={"error": str(error), "wait_s": round(wait, 2)}
         )
+
+    def event_published(self, status: str) -> None:
+        add_metric("EventsPublished", MetricUnit.Count)
+
+    def event_failed(self, status: str, error: Exception) -> None:
+        # The record goes on: the row keeps the event owed and a later delivery sends it.
+        add_metric("EventsFailed", MetricUnit.Count)
+        logger.warning(
+            "caption event not published; it stays owed on the row",
+            extra={"status": status, "error": f"{type(error).__name__}: {error}"[:500]},
+        )

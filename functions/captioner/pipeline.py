@@ -1,9 +1,9 @@
 """Caption one object: event → object reference → claim → image check → provider → row → tags.
 
 This module knows nothing of Lambda or SQS. It takes plain values, talks to S3, DynamoDB and
-the provider through small adapters, and either returns an ``Outcome`` (the message is done)
-or raises ``RetryLater`` (the message must come back: the provider or the configuration is at
-fault, not the image).
+the provider through its ports (``ports.py``), and either returns an ``Outcome`` (the message
+is done) or raises ``RetryLater`` (the message must come back: the provider or the
+configuration is at fault, not the image).
 
 What it promises (tests/faults): a version is paid for at most once — a queued or linked
 provider job is stored before anything else can fail and polled on retry, and a paid caption
@@ -20,9 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import TypedDict
 
-from captioner.budget import BudgetExhausted, DailyBudget, Reservation
+from captioner.announce import Announcer
+from captioner.budget import BudgetExhausted, DailyBudget, Reservation, usd
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -36,13 +37,15 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.events import ObjectEvent
+from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
 from captioner.limits import NoSlot, ProviderSlots, SlotsByProvider
-from captioner.objects import ObjectMissing, ObjectStore
+from captioner.objects import ObjectMissing
+from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
 from captioner.retry import Backoff, call_with_retries
 from captioner.store import (
-    CaptionStore,
+    Announce,
     Claim,
     ClaimOutcome,
     ObjectRef,
@@ -120,35 +123,25 @@ class _Work:
     job_id: str | None  # the provider's queued job: polled, never paid again
     image: ImageInfo | None = None
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
+    fresh: bool = False  # this delivery paid for the caption (not an earlier one's)
+    fallback_reason: str | None = None  # why a fallback provider is the one asked
     tags: Future[list[tuple[str, str]]] | None = None  # the tags read again after the call
     prepaid: Reservation | None = None  # spend reserved before the slot, for the first request
-
-
-class Telemetry(Protocol):
-    def outcome(self, status: str) -> None: ...
-    def provider_latency(self, provider: str, ms: float) -> None: ...
-    def retry(self, error: Exception, wait: float) -> None: ...
-    def budget_exhausted(self) -> None: ...
-
-
-class NoTelemetry:
-    def outcome(self, status: str) -> None: ...
-    def provider_latency(self, provider: str, ms: float) -> None: ...
-    def retry(self, error: Exception, wait: float) -> None: ...
-    def budget_exhausted(self) -> None: ...
 
 
 class Pipeline:
     def __init__(
         self,
         config: Config,
-        objects: ObjectStore,
-        store: CaptionStore,
+        objects: Objects,
+        store: Captions,
         provider: CaptionProvider,
         telemetry: Telemetry | None = None,
         *,
         provider_for: Callable[[str], CaptionProvider] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        announcer: Announcer | None = None,
+        fallback: FallbackChain | None = None,
         budget: DailyBudget | None = None,
         slots: Callable[[CaptionProvider], ProviderSlots] | None = None,
     ) -> None:
@@ -160,8 +153,11 @@ class Pipeline:
         self.telemetry = telemetry or NoTelemetry()
         self._sleep = sleep
         self.backoff = Backoff()
-        self.budget = budget  # None: nothing counted, no cap
-        self.slots = slots or SlotsByProvider(config.provider_slots)
+        # "Caption Status Changed" events (announce.py); off without a publisher
+        self.announcer = announcer or Announcer(None, store)
+        self.fallback = fallback  # CAPTION_FALLBACK_PROVIDERS (fallback.py); None: none
+        self.budget = budget  # the daily spend cap (budget.py); None: nothing counted
+        self.slots = slots or SlotsByProvider(config.provider_slots)  # limits.py
         # Independent AWS calls of one record run side by side (a tag read next to the
         # header read, the tag re-read next to the durable write): leaf calls only, so
         # this pool can never deadlock.
@@ -220,8 +216,9 @@ class Pipeline:
             else:
                 return Outcome(Unchanged.IGNORED, "the object was uploaded again since")
         marked = self.store.mark_deleted(
-            event.bucket, event.key, event.version_id, event.sequencer, whole=whole
-        )
+            event.bucket, event.key, event.version_id, event.sequencer, whole=whole,
+            announce=self.announcer.for_deletes(),
+        )  # fmt: skip
         if marked:
             return Outcome(Status.DELETED, "object deleted")
         return Outcome(
@@ -261,17 +258,24 @@ class Pipeline:
                 return Outcome(Unchanged.STALE, "a newer version of the object exists")
             claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
         if claim.outcome is ClaimOutcome.DONE:
+            self.announcer.owed(claim.previous)  # an event an earlier delivery could not send
             return Outcome(Unchanged.DUPLICATE, "this version is already captioned")
         if claim.outcome is ClaimOutcome.STALE:
             return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
+        owner = claim.job_provider
+        if owner and owner != provider.name and self._provider_for is not None:
+            provider = self._provider_for(owner)  # only the job's provider can poll it
         work = _Work(claim, attempt, provider, explicit, job_id=claim.job_id)
         try:
             return self._caption(work)
         except ObjectMissing:
             if work.captioned:  # the caption stays; the delete event marks the row
-                self.store.save_tag(claim, TagStatus.FAILED, None, "object deleted while tagging")
+                self.store.save_tag(
+                    claim, TagStatus.FAILED, None, "object deleted while tagging",
+                    announce=self._announce(work, Status.CAPTIONED),
+                )  # fmt: skip
                 return Outcome(Status.CAPTIONED, "object deleted while tagging")
             return self._save(
                 work, Result(Status.DELETED, reason="object deleted while captioning")
@@ -312,7 +316,8 @@ class Pipeline:
         except ProviderImageError as exc:
             return self._save(
                 work, Result(Status.FAILED, reason=str(exc), last_error=str(exc),
-                             provider=work.provider.name, **_image_fields(info)),
+                             provider=work.provider.name, fallback_reason=work.fallback_reason,
+                             **_image_fields(info)),
             )  # fmt: skip
         except BudgetExhausted as exc:
             return self._park_for_budget(work, exc)
@@ -328,15 +333,17 @@ class Pipeline:
         # Paid: make it durable before anything else can fail (the lease stays for the tag).
         # The tags are read again meanwhile; they are written only once the caption is safe.
         work.tags = self._overlap.submit(self.objects.get_tags, ref.bucket, ref.key, ref.version_id)
-        if not self.store.save_result(work.claim, _captioned(caption, info), keep_lease=True):
+        result = _captioned(caption, info, work.fallback_reason)
+        if not self.store.save_result(work.claim, result, keep_lease=True):
             _settle(work.tags)
             return _taken()
-        work.captioned = True
+        work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
 
     def _tag_and_finish(self, work: _Work, text: str) -> Outcome:
         tag_status, error, ours = self._tag(work, text)
-        if not self.store.save_tag(work.claim, tag_status, ours, error):
+        announce = self._announce(work, Status.CAPTIONED)
+        if not self.store.save_tag(work.claim, tag_status, ours, error, announce=announce):
             return _taken()
         return Outcome(Status.CAPTIONED, text)
 
@@ -375,33 +382,50 @@ class Pipeline:
             name=f"s3://{ref.bucket}/{ref.key}",
         )
 
-        def once() -> Caption:
-            # reads work.job_id anew each time: a job queued by the previous try is polled
-            # (free); a request for a new job is paid, so its spend is reserved first
-            if work.job_id is not None:
-                try:
-                    return work.provider.caption(
-                        image, self.config.length, deadline=deadline, job_id=work.job_id,
-                        on_job=partial(self._remember_job, work),
-                    )  # fmt: skip
-                except ProviderJobGone:
-                    work.job_id = None
-            return self._paid(work, lambda: work.provider.caption(
-                image, self.config.length, deadline=deadline,
-                on_job=partial(self._remember_job, work),
-            ))  # fmt: skip
+        def attempt(provider: CaptionProvider, deadline: float, why: str | None) -> Caption:
+            work.provider, work.fallback_reason = provider, why
 
-        return call_with_retries(
-            once, deadline=deadline, backoff=self.backoff,
-            on_retry=self.telemetry.retry, sleep=self._sleep,
+            def once() -> Caption:
+                # reads work.job_id anew each time: a job queued by the previous try is polled
+                # (free); a request for a new job is paid, so its spend is reserved first
+                if work.job_id is not None:
+                    try:
+                        return provider.caption(
+                            image, self.config.length, deadline=deadline, job_id=work.job_id,
+                            on_job=partial(self._remember_job, work),
+                        )  # fmt: skip
+                    except ProviderJobGone:
+                        work.job_id = None
+                return self._paid(work, provider, lambda: provider.caption(
+                    image, self.config.length, deadline=deadline,
+                    on_job=partial(self._remember_job, work),
+                ))  # fmt: skip
+
+            return call_with_retries(
+                once, deadline=deadline, backoff=self.backoff,
+                on_retry=self.telemetry.retry, sleep=self._sleep,
+            )  # fmt: skip
+
+        if self.fallback is None or work.requested or work.job_id:
+            # no fallbacks; a provider asked for by name; or a job to poll: that provider only
+            return attempt(work.provider, deadline, None)
+        return self.fallback.caption(
+            work.provider, info.format, attempt, deadline=deadline,
+            job_pending=lambda: work.job_id is not None,
         )  # fmt: skip
 
-    def _paid(self, work: _Work, request: Callable[[], Caption]) -> Caption:
+    def _paid(
+        self, work: _Work, provider: CaptionProvider, request: Callable[[], Caption]
+    ) -> Caption:
         """A paid request, with its price reserved first and given back when it turned out
         unpaid (a queued job or a reply that may have been charged keeps it)."""
         reservation, work.prepaid = work.prepaid, None
-        if reservation is None and self.budget is not None:
-            reservation = self.budget.reserve(work.provider.price_usd)
+        if self.budget is not None:
+            if reservation is not None and reservation.amount != usd(provider.price_usd):
+                self.budget.refund(reservation)  # reserved for the primary; a fallback asks
+                reservation = None
+            if reservation is None:
+                reservation = self.budget.reserve(provider.price_usd)
         try:
             return request()
         except ProviderPending:
@@ -485,8 +509,9 @@ class Pipeline:
             status, reason=reason, last_error=error[:1000], provider=work.provider.name,
             provider_job_id=work.job_id, **_image_fields(work.image),
         )  # fmt: skip
+        announce = self._announce(work, status) if status is Status.FAILED else None
         with contextlib.suppress(Exception):  # the caller re-raises the original error
-            self.store.save_result(work.claim, result, keep_lease=False)
+            self.store.save_result(work.claim, result, keep_lease=False, announce=announce)
 
     def _wait(self, work: _Work, exc: Exception, reason: str, delay: float) -> RetryLater:
         """A wait, not a failure: the row says why (PENDING, no lease, the job kept) and the
@@ -496,7 +521,8 @@ class Pipeline:
             return RetryLater(str(exc))
         result = Result(
             Status.PENDING, reason=reason, last_error=str(exc)[:1000],
-            provider=work.provider.name, provider_job_id=work.job_id, **_image_fields(work.image),
+            provider=work.provider.name, provider_job_id=work.job_id,
+            fallback_reason=work.fallback_reason, **_image_fields(work.image),
         )  # fmt: skip
         with contextlib.suppress(Exception):  # the wait happens either way
             self.store.save_result(work.claim, result, keep_lease=False)
@@ -514,9 +540,15 @@ class Pipeline:
         return self._save(work, result)
 
     def _save(self, work: _Work, result: Result) -> Outcome:
-        if not self.store.save_result(work.claim, result):
+        announce = self._announce(work, result.status)
+        if not self.store.save_result(work.claim, result, announce=announce):
             return _taken()
         return Outcome(result.status, result.reason or result.caption or "")
+
+    def _announce(self, work: _Work, status: Status) -> Announce | None:
+        """The event callback for a final write of this delivery, or None: no news."""
+        previous = work.claim.previous if work.claim.same_revision else None
+        return self.announcer.for_transition(previous, status, paid=work.fresh)
 
 
 def _wait_for(exc: Exception) -> float | None:
@@ -535,7 +567,7 @@ def _wait_reason(exc: Exception, delay: float) -> str:
     return f"provider rate limit: tried again in about {delay:.0f} s"
 
 
-def _settle(future: Future[object] | None) -> None:
+def _settle(future: Future[list[tuple[str, str]]] | None) -> None:
     """Wait for a side call whose result is no longer needed (and ignore its errors)."""
     if future is not None:
         with contextlib.suppress(Exception):
@@ -548,16 +580,23 @@ def _taken() -> Outcome:
     )
 
 
-def _image_fields(info: ImageInfo | None) -> dict[str, object]:
+class _ImageFields(TypedDict, total=False):
+    format: str
+    width: int
+    height: int
+
+
+def _image_fields(info: ImageInfo | None) -> _ImageFields:
     if info is None:
         return {}
     return {"format": info.format, "width": info.width, "height": info.height}
 
 
-def _captioned(caption: Caption, info: ImageInfo) -> Result:
+def _captioned(caption: Caption, info: ImageInfo, fallback_reason: str | None) -> Result:
     labels = [{"label": lb.name, "score": round(lb.score, 4)} for lb in caption.labels]
     return Result(
         Status.CAPTIONED, caption=caption.text, provider=caption.provider,
+        fallback_reason=fallback_reason,
         length=caption.length, model=caption.model, labels=labels or None,
         provider_latency_ms=round(caption.latency_ms, 1), provider_job_id=caption.job_id,
         format=info.format, width=info.width, height=info.height,

@@ -18,7 +18,7 @@ class Backoff:
 
     def delay(self, attempt: int, hint: float | None, rand: Callable[[], float]) -> float:
         """Full jitter (AWS architecture blog), but never sooner than the provider asked."""
-        jittered = rand() * min(self.cap, self.base * 2**attempt)
+        jittered = rand() * min(self.cap, self.base * 2.0**attempt)
         return max(jittered, min(hint or 0.0, self.cap * 3))
 
 

@@ -47,6 +47,10 @@ from captioner.tags import TAG_SETTLED, TagStatus
 
 INDEX_BY_BUCKET = "by-bucket-updated"
 INDEX_BY_STATUS = "by-status-updated"
+EVENT_DUE = "event_due"  # internal: see RESULT_FIELDS
+
+# Called with the row as written when a write makes a status change that must be announced.
+Announce = Callable[[dict[str, Any]], None]
 
 _ser = TypeSerializer()
 _deser = TypeDeserializer()
@@ -114,7 +118,8 @@ class Claim:
     @property
     def same_revision(self) -> bool:
         """The previous row described this very version (a retry or a duplicate)."""
-        return bool(self.previous) and self.previous.get("revision") == self.ref.revision
+        prev = self.previous
+        return prev is not None and prev.get("revision") == self.ref.revision
 
     @property
     def attempts(self) -> int:
@@ -129,6 +134,15 @@ class Claim:
         if self.same_revision and prev.get("provider_job_rev") == self.ref.revision:
             return prev.get("provider_job_id")
         return None
+
+    @property
+    def job_provider(self) -> str | None:
+        """The provider whose queued job may still deliver this version's caption (only it
+        can poll the job); None when there is none, or its caption is on the row already."""
+        prev = self.previous or {}
+        if not self.job_id or prev.get("status") == Status.CAPTIONED:
+            return None
+        return prev.get("provider")
 
     @property
     def our_tag(self) -> str | None:
@@ -178,10 +192,19 @@ class Result:
     provider_job_id: str | None = None
     tag_status: str | None = None
     tag_value: str | None = None
+    fallback_reason: str | None = None  # why a fallback provider made this result
 
 
-# requeued_at: the budget sweep's mark (sweep.py); any result written removes it
-RESULT_FIELDS = (*(f.name for f in fields(Result)), "provider_job_rev", "deleted_at", "requeued_at")
+# ``event_due``: the final status whose "Caption Status Changed" event is owed (written with
+# the status, removed once PutEvents succeeded; see announce.py). ``requeued_at``: the budget
+# sweep's mark (sweep.py); any result written removes it.
+RESULT_FIELDS = (
+    *(f.name for f in fields(Result)),
+    "provider_job_rev",
+    "deleted_at",
+    EVENT_DUE,
+    "requeued_at",
+)
 
 
 def now_iso(clock: Callable[[], datetime] | None = None) -> str:
@@ -312,7 +335,7 @@ class CaptionStore:
             for attr in RESULT_FIELDS:
                 w.remove(attr)
             w.condition = f"{w.name('revision')} = {w.value(takeover)} AND {seq_ok}"
-        attrs = self._update(ref.bucket, ref.key, w, return_old=True)
+        attrs = self._update(ref.bucket, ref.key, w, returns="ALL_OLD")
         return attrs or None
 
     def _migrate_order(self, bucket: str, key: str, row: dict[str, Any]) -> None:
@@ -338,17 +361,26 @@ class CaptionStore:
         w.set("provider", provider)
         return self._try(claim.ref, w)
 
-    def save_result(self, claim: Claim, result: Result, *, keep_lease: bool = False) -> bool:
+    def save_result(
+        self,
+        claim: Claim,
+        result: Result,
+        *,
+        keep_lease: bool = False,
+        announce: Announce | None = None,
+    ) -> bool:
         """Write the outcome of this attempt (``keep_lease`` while its tag is still to do),
         and the row's postings in the word index with it (``captioner.index``). False when a
         delete or another delivery took the row since the claim (the fence token no longer
-        matches)."""
+        matches). With ``announce``, the row records that an event is owed for this status
+        and ``announce`` gets the row's values as written."""
 
         def write() -> _Write:
             w = self._fenced(claim)
             values = asdict(result)
             values["status"] = result.status.value
             values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
+            values[EVENT_DUE] = result.status.value if announce else None
             for attr in RESULT_FIELDS:
                 values.setdefault(attr, None)
             for attr, val in values.items():
@@ -357,10 +389,16 @@ class CaptionStore:
                 w.remove("lease_until")
             return w
 
-        return self._write_indexed(claim, write, asdict(result) | {"status": result.status})
+        return self._write_indexed(
+            claim, write, asdict(result) | {"status": result.status}, announce
+        )
 
     def _write_indexed(
-        self, claim: Claim, write: Callable[[], _Write], row: dict[str, Any]
+        self,
+        claim: Claim,
+        write: Callable[[], _Write],
+        row: dict[str, Any],
+        announce: Announce | None = None,
     ) -> bool:
         """A fenced write that also makes the row's postings match ``row`` (its caption,
         labels and status after the write), in one transaction when they change. The row's
@@ -381,21 +419,48 @@ class CaptionStore:
                     return False
                 known = IndexState.of(refused.row)
                 continue
+            if announce:  # every result field was set or removed: the row's values are known
+                ref = claim.ref
+                announce({"bucket": ref.bucket, "key": ref.key, "version_id": ref.version_id,
+                          **w.assigned})  # fmt: skip
             return True
         raise IndexBusy("the row's index state kept changing under its holder")
 
     def save_tag(
-        self, claim: Claim, tag_status: TagStatus, tag_value: str | None, error: str | None
+        self,
+        claim: Claim,
+        tag_status: TagStatus,
+        tag_value: str | None,
+        error: str | None,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         """The caption's tag step is over: record it and release the lease. (CAPTIONED again:
-        a delivery that finishes an earlier one's tag claimed the row as PENDING.)"""
+        a delivery that finishes an earlier one's tag claimed the row as PENDING.)
+        ``announce`` as in ``save_result``."""
         w = self._fenced(claim)
         w.set("status", Status.CAPTIONED.value)
         w.set("tag_status", tag_status.value)
         w.set("tag_value", tag_value)
         w.set("last_error", error)
+        w.set(EVENT_DUE, Status.CAPTIONED.value if announce else None)
         w.remove("lease_until")
-        return self._try(claim.ref, w)
+        return self._try(claim.ref, w, announce)
+
+    def announced(self, row: Mapping[str, Any]) -> bool:
+        """The event owed for ``row`` was published: forget it, unless the row has changed
+        since (a newer status owes its own event)."""
+        w = _Write()
+        w.remove(EVENT_DUE)
+        w.condition = (
+            f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
+            f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
+        )
+        try:
+            self._update(row["bucket"], row["key"], w)
+        except _Refused:
+            return False
+        return True
 
     def _fenced(self, claim: Claim) -> _Write:
         w = _Write()
@@ -403,17 +468,26 @@ class CaptionStore:
         w.condition = f"{w.name('claim_token')} = {w.value(claim.token)}"
         return w
 
-    def _try(self, ref: ObjectRef, w: _Write) -> bool:
+    def _try(self, ref: ObjectRef, w: _Write, announce: Announce | None = None) -> bool:
         try:
-            self._update(ref.bucket, ref.key, w)
+            row = self._update(ref.bucket, ref.key, w, returns="ALL_NEW" if announce else None)
         except _Refused:
             return False
+        if announce:
+            announce(row)
         return True
 
     # -- deletes ---------------------------------------------------------------------------
 
     def mark_deleted(
-        self, bucket: str, key: str, version_id: str | None, sequencer: str | None, whole: bool
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        sequencer: str | None,
+        whole: bool,
+        *,
+        announce: Announce | None = None,
     ) -> bool:
         """Mark the row DELETED (it is kept: its caption and history stay queryable).
 
@@ -423,6 +497,10 @@ class CaptionStore:
         the object cannot undo this. A whole-object delete that carries a sequencer and finds
         no row leaves a DELETED tombstone, so that its object's create event, delivered late,
         is refused as older instead of captioning a deleted object.
+
+        ``announce`` gets the row when it becomes DELETED, and when a repeated delete finds
+        it DELETED with its event still owed; a repeat of a delete already announced is no
+        change and announces nothing.
         """
         order = sequencer_order(sequencer)
         for _ in range(2):
@@ -433,6 +511,7 @@ class CaptionStore:
             w.set("deleted_at", now)
             w.remove("lease_until")
             w.remove("claim_token")
+            w.set(EVENT_DUE, Status.DELETED.value if announce else None)
             if order:
                 w.set("sequencer_order", order)
                 w.set("sequencer", sequencer)
@@ -446,15 +525,24 @@ class CaptionStore:
                 w.set_expr("revision", f"if_not_exists({rev}, {w.value(TOMBSTONE)})")
                 w.condition = f"attribute_not_exists({w.name('bucket')}) OR ({w.condition})"
             try:
-                before = self._update(bucket, key, w, return_old=True)
+                before = self._update(bucket, key, w, returns="ALL_OLD")
             except _Refused as refused:
                 if is_legacy_order(refused.row.get("sequencer_order")):
                     self._migrate_order(bucket, key, refused.row)
                     continue
                 if refused.row.get("status") == Status.DELETED:
                     self._drop_index(bucket, key, refused.row)  # a crash left it: finish
+                if announce and _owes(refused.row, Status.DELETED):
+                    announce(refused.row)  # a repeat of a delete whose event is still owed
                 return False
             self._drop_index(bucket, key, before)
+            if announce:
+                row = {**before, "bucket": bucket, "key": key, "status": Status.DELETED.value,
+                       "updated_at": now, EVENT_DUE: Status.DELETED.value}  # fmt: skip
+                if before.get("status") != Status.DELETED or _owes(before, Status.DELETED):
+                    announce(row)
+                else:  # already DELETED and announced: no change to announce
+                    self.announced(row)
             return True
         return False
 
@@ -507,7 +595,7 @@ class CaptionStore:
     # -- plumbing --------------------------------------------------------------------------
 
     def _update(
-        self, bucket: str, key: str, w: _Write, *, return_old: bool = False
+        self, bucket: str, key: str, w: _Write, *, returns: str | None = None
     ) -> dict[str, Any]:
         """One conditional UpdateItem; ``_Refused`` (with the row as it is) when the
         condition fails."""
@@ -521,8 +609,8 @@ class CaptionStore:
         }
         if w.values:
             kwargs["ExpressionAttributeValues"] = _values(w.values)
-        if return_old:
-            kwargs["ReturnValues"] = "ALL_OLD"
+        if returns:  # ALL_OLD or ALL_NEW: the same call, no extra cost
+            kwargs["ReturnValues"] = returns
         try:
             resp = self._db.update_item(**kwargs)
         except ClientError as exc:
@@ -667,8 +755,13 @@ def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> C
     return ClaimOutcome.BUSY
 
 
+def _owes(row: Mapping[str, Any], status: Status) -> bool:
+    return row.get("status") == status and row.get(EVENT_DUE) == status
+
+
 def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    code: str = exc.response.get("Error", {}).get("Code", "")
+    return code == "ConditionalCheckFailedException"
 
 
 def _key(bucket: str, key: str) -> dict[str, Any]:

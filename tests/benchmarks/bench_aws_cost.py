@@ -181,7 +181,10 @@ def main() -> None:
     base = baseline_run(args.n, args.s3_ms, args.ddb_ms)
     handler_ms, base_ms = statistics.median(times) * 1000, statistics.median(base) * 1000
     modeled_serial = (
-        sum(n * (args.ddb_ms if name in ("UpdateItem", "TransactWriteItems") else args.s3_ms) for name, n in counts.items())
+        sum(
+            n * (args.ddb_ms if name in ("UpdateItem", "TransactWriteItems") else args.s3_ms)
+            for name, n in counts.items()
+        )
         / args.n
     )
     print(f"latency model: S3 {args.s3_ms:.0f} ms, DynamoDB {args.ddb_ms:.0f} ms per call; "

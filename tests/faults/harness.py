@@ -56,6 +56,7 @@ STEPS = {
     "get_tags": ("objects", "get_tags"),
     "put_tags": ("objects", "put_tags"),
     "save_tag": ("store", "save_tag"),
+    "publish": ("publisher", "publish"),  # PutEvents of a "Caption Status Changed" event
 }
 
 
@@ -124,6 +125,7 @@ class Instance:
             "store": pipeline.store,
             "objects": pipeline.objects,
             "provider": pipeline.provider,
+            "publisher": pipeline.announcer._publisher,
         }[owner]
 
     @contextmanager

@@ -24,7 +24,7 @@ from captioner.index import IndexState
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader, from_item
 from tests import images
-from tests.conftest import BUCKET, TABLE, moto_stack, notification, s3_record
+from tests.conftest import BUCKET, TABLE, EventLog, moto_stack, notification, s3_record
 from tests.fakes.modelslab import FakeModelsLab, Reply
 from tests.faults.harness import (
     Clock,
@@ -41,7 +41,8 @@ KEYS = ("a.png", "b.jpg")
 # Where a delivery may die. Not right after an immediate ``success`` reply and before its
 # durable write: nothing can make a payment and a write atomic (README, Guarantees);
 # tests/faults/test_defects.py covers a crash there for queued jobs, which are stored first.
-CRASH_STEPS = ("claim", "record_job", "save_result", "get_tags", "put_tags", "save_tag")
+CRASH_STEPS = ("claim", "record_job", "save_result", "get_tags", "put_tags", "save_tag",
+               "publish")  # fmt: skip
 REPLIES = ("success", "processing", "link", "flaky_link", "poll_error", "rate_limited",
            "server_error", "image_fault")  # fmt: skip
 
@@ -213,6 +214,26 @@ def check_promises(world: World, fake: FakeModelsLab) -> None:
             assert_row_says_what_happened(aws.row(key), msg, clock)
 
 
+def check_events(world: World, log: EventLog) -> None:
+    """Every final row was announced: the newest event for its key has its status; a row
+    that still owes its event had a message dead-lettered by a dying instance."""
+    newest: dict[str, dict[str, Any]] = {}
+    for event in log.take():
+        detail = event["detail"]
+        if detail["updated_at"] >= newest.get(detail["key"], {}).get("updated_at", ""):
+            newest[detail["key"]] = detail
+    for key in KEYS:
+        row = world.aws.row(key)
+        if row is None or row["status"] == "PENDING":
+            continue
+        if row.get("event_due"):
+            assert any(m.last == "killed" and m.fate == "dead-lettered"
+                       for m in world.queue.messages), row  # fmt: skip
+            continue
+        assert key in newest, f"{key} is {row['status']} but was never announced"
+        assert newest[key]["status"] == row["status"], (newest[key], row)
+
+
 def check_word_index(aws: Any) -> None:
     """The postings are exactly those the rows record (none orphaned, none missing); a
     captioned row records its caption's words, a deleted one none; search finds by them."""
@@ -275,10 +296,12 @@ def test_random_schedules_keep_every_promise(function_env, request):
         fake.link_replies.clear()
         Script(fake, kinds).install()
         with moto_stack() as aws:
+            log = EventLog()
             world = World(aws, Clock())
             for op in ops:
                 world.apply(op)
             drain(world.queue, world.instance, world.clock)
             check_promises(world, fake)
+            check_events(world, log)
 
     schedule()

@@ -527,7 +527,7 @@ def test_delete_marker_marks_the_row_deleted(app_env, fake_modelslab, lambda_con
     assert row["deleted_at"].endswith("Z")
 
 
-def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_search(
+def test_a_delete_costs_a_head_two_writes_and_its_event_and_leaves_search(
     app_env, fake_modelslab, lambda_context
 ):
     _, event = put_event(app_env, "gone2.png", images.png(), sequencer="10")
@@ -540,8 +540,9 @@ def test_a_delete_costs_a_head_and_two_writes_and_takes_the_caption_out_of_searc
     )
     calls = count_aws_calls(handler.get_app())
     run(removed, lambda_context)
-    # the object is gone (HEAD), the row DELETED, then its postings removed
-    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems"]
+    # the object is gone (HEAD), the row DELETED, then its postings removed; the event and
+    # the write that says it went out
+    assert calls == ["HeadObject", "UpdateItem", "TransactWriteItems", "PutEvents", "UpdateItem"]
     assert finder.find(SearchQuery("gone2")).rows == []
 
 
@@ -570,18 +571,20 @@ def test_object_deleted_before_processing_is_ignored(app_env, fake_modelslab, la
 
 def count_aws_calls(app):
     calls = []
-    for client in (app.pipeline.objects._s3, app.pipeline.store._db):
+    events = app.pipeline.announcer._publisher._events
+    for client in (app.pipeline.objects._s3, app.pipeline.store._db, events):
         client.meta.events.register("before-call.*.*", lambda model, **kw: calls.append(model.name))
     return calls
 
 
-def test_a_real_s3_event_costs_eight_aws_round_trips_and_one_paid_call(
+def test_a_real_s3_event_costs_ten_aws_round_trips_and_one_paid_call(
     app_env, fake_modelslab, lambda_context
 ):
     _, event = put_event(app_env, "cost.png", images.png())
     app = fast(handler.get_app())
     calls: list[str] = []
-    for client in (app.pipeline.objects._s3, app.pipeline.store._db):
+    events = app.pipeline.announcer._publisher._events
+    for client in (app.pipeline.objects._s3, app.pipeline.store._db, events):
         client.meta.events.register(
             "before-call.*.*",  # a request sent (presigning sends none)
             lambda model, params, **kw: calls.append(
@@ -592,15 +595,30 @@ def test_a_real_s3_event_costs_eight_aws_round_trips_and_one_paid_call(
     # claim; the opt-out tags and the header side by side; the spend reserved; the paid
     # caption made durable at once (one transaction with its postings in the word index),
     # next to the tags read again (the uploader may have added some during the provider
-    # call); the tag write; the tag result
+    # call); the tag write; the tag result (with the event owed), the event, the event no
+    # longer owed
     assert calls[0] == "UpdateItem"
     assert sorted(calls[1:3]) == ["GetObject", "GetObjectTagging"]
     assert calls[3] == "Reserve"
     assert sorted(calls[4:6]) == ["GetObjectTagging", "TransactWriteItems"]
-    assert calls[6:] == ["PutObjectTagging", "UpdateItem"]
+    assert calls[6:] == ["PutObjectTagging", "UpdateItem", "PutEvents", "UpdateItem"]
     assert len(fake_modelslab.paid_calls()) == 1
     found = IndexSearch(CaptionReader(TABLE, app_env.ddb)).find(SearchQuery("cost png"))
     assert [r["key"] for r in found.rows] == ["cost.png"]
+
+
+def test_without_an_event_bus_a_caption_costs_seven_round_trips(
+    app_env, fake_modelslab, lambda_context, monkeypatch
+):
+    monkeypatch.setenv("CAPTION_EVENT_BUS", "")
+    _, event = put_event(app_env, "cost-quiet.png", images.png())
+    app = fast(handler.get_app())
+    assert app.pipeline.announcer.enabled is False
+    calls = []
+    for client in (app.pipeline.objects._s3, app.pipeline.store._db):
+        client.meta.events.register("before-call.*.*", lambda model, **kw: calls.append(model.name))
+    handler.lambda_handler(sqs_event(event), lambda_context)
+    assert len(calls) == 7 and "event_due" not in app_env.row("cost-quiet.png")
 
 
 def test_a_duplicate_costs_one_conditional_write_and_nothing_else(
@@ -620,7 +638,7 @@ def test_an_event_without_version_adds_one_head(app_env, fake_modelslab, lambda_
     handler.lambda_handler(
         sqs_event(notification(s3_record("cost3.png", size=obj["size"]))), lambda_context
     )
-    assert calls[0] == "HeadObject" and len(calls) == 9
+    assert calls[0] == "HeadObject" and len(calls) == 11
 
 
 # -- found in review ---------------------------------------------------------------------------

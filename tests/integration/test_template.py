@@ -22,13 +22,13 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import cfn_yaml
 
+from captioner.config import SETTINGS
 from tests.template_eval import Resolver, identity_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM = ROOT / ".tools" / "sam" / "bin" / "sam"
 EVENTS = ROOT / "events"
-CONFIG_PY = ROOT / "functions" / "captioner" / "config.py"
 
 FUNCTION_TIMEOUT_MULTIPLE = 6  # Lambda: SQS visibility timeout >= 6x the function timeout
 EXAMPLE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:captioner/modelslab-AbCdEf"
@@ -224,36 +224,8 @@ def test_handler_resolves_to_a_module_under_code_uri(template: dict[str, Any]) -
     assert attr in defined, f"{path.relative_to(ROOT)} defines no top-level {attr}"
 
 
-def _env_names_read_by_config() -> set[str]:
-    """Names config.py reads: env.get("X"), env["X"], os.environ..., _int(env, "X", ...)."""
-    tree = ast.parse(CONFIG_PY.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    is_name = re.compile(r"^[A-Z][A-Z0-9_]*$").match
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            reads_env = (isinstance(func, ast.Attribute) and func.attr in ("get", "getenv")) or any(
-                isinstance(a, ast.Name) and a.id in ("env", "environ") for a in node.args
-            )
-            if reads_env:
-                names.update(
-                    a.value
-                    for a in node.args
-                    if isinstance(a, ast.Constant) and isinstance(a.value, str) and is_name(a.value)
-                )
-        elif (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.slice, ast.Constant)
-            and isinstance(node.slice.value, str)
-            and is_name(node.slice.value)
-        ):
-            names.add(node.slice.value)
-    return names
-
-
 def test_environment_matches_config(template: dict[str, Any]) -> None:
-    read = _env_names_read_by_config()
-    assert {"CAPTIONS_TABLE", "CAPTION_PROVIDER"} <= read, f"could not parse {CONFIG_PY}: {read}"
+    read = {s.env for s in SETTINGS}
     variables = _function_props(template)["Environment"]["Variables"]
     unknown = {k for k in variables if k not in read and not k.startswith("POWERTOOLS_")}
     assert not unknown, f"template sets variables config.py never reads: {sorted(unknown)}"
@@ -276,7 +248,7 @@ def test_environment_matches_config(template: dict[str, Any]) -> None:
 
 def test_parameters(template: dict[str, Any]) -> None:
     params = template["Parameters"]
-    assert params["CaptionProvider"]["AllowedValues"] == ["modelslab", "local"]
+    assert params["CaptionProvider"]["AllowedValues"] == ["modelslab", "local", "openai", "bedrock"]
     assert params["CaptionProvider"]["Default"] == "modelslab"
     assert params["CaptionLength"]["AllowedValues"] == ["short", "normal", "long"]
     assert params["ModelsLabApiUrl"]["Default"] == "https://modelslab.com/api/v6"

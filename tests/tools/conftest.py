@@ -73,20 +73,24 @@ def row(stack: LocalStack, key: str, bucket: str | None = None) -> dict[str, Any
     return from_item(item["Item"]) if "Item" in item else None
 
 
-def wait_for_status(stack: LocalStack, key: str, *statuses: str, timeout: float = 20) -> dict:
+def wait_for_status(
+    stack: LocalStack, key: str, *statuses: str, timeout: float = 20, bucket: str | None = None
+) -> dict:
     return wait_for(
-        lambda: row(stack, key),
+        lambda: row(stack, key, bucket),
         # .get: moto applies an UpdateItem's SETs one by one on the live item, so a read that
         # races the first write of a row can see it without its status yet
         # CAPTIONED is written before the tag; a row is finished once its tag step is too
-        lambda r: (
-            r is not None
-            and r.get("status") in statuses
-            and (r.get("status") != "CAPTIONED" or "tag_status" in r)
-        ),
+        lambda r: r is not None and r.get("status") in statuses and finished(r),
         timeout,
-        f"{key} to be {'/'.join(statuses)}",
+        f"s3://{bucket or stack.bucket}/{key} to be {'/'.join(statuses)}",
     )
+
+
+def finished(r: dict[str, Any]) -> bool:
+    """Not a CAPTIONED row whose tag step is still under way (the caption is written first,
+    then the tags, then ``tag_status``)."""
+    return r.get("status") != "CAPTIONED" or "tag_status" in r
 
 
 def depth(stack: LocalStack, queue_url: str) -> int:

@@ -89,3 +89,62 @@ def test_gif_is_rejected_for_modelslab_but_captioned_locally(
     assert result.exit_code == 1 and rejected["status"] == "REJECTED"
     # the documented keys are always there, null when there is nothing
     assert rejected["caption"] is None and rejected["provider"] == "modelslab"
+
+
+def test_openai_provider_through_the_fake(runner, folder, monkeypatch):
+    from tests.fakes.openai import FakeOpenAI
+
+    fake = FakeOpenAI().start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        monkeypatch.setenv("OPENAI_MODEL", "llava:7b")
+        result = runner.invoke(
+            app, ["caption", str(folder / "coffee.png"), "--json", "--provider", "openai"]
+        )
+    finally:
+        fake.stop()
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["provider"] == "openai" and row["status"] == "CAPTIONED"
+    # a local file has no URL: it goes as a data URL
+    assert row["caption"].startswith("A picture of ") and "image/png" in row["caption"]
+    assert fake.requests[0].body["model"] == "llava:7b"
+    assert API_KEY not in result.output
+
+
+def test_openai_without_a_key_on_openai_itself_is_one_clear_line(runner, folder, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = runner.invoke(app, ["caption", str(folder / "coffee.png"), "--provider", "openai"])
+    assert result.exit_code == 1
+    assert "no OpenAI API key" in result.stderr and "Traceback" not in result.output
+
+
+def test_bedrock_provider_through_a_stubbed_runtime(runner, folder, monkeypatch):
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    from captioner.providers import bedrock
+
+    client = boto3.client("bedrock-runtime", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    stub = Stubber(client)
+    reply = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "An espresso cup."}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+        "metrics": {"latencyMs": 1},
+    }
+    stub.add_response("converse", reply, {"modelId": "amazon.nova-pro-v1:0", "messages": ANY,
+                                          "inferenceConfig": {"maxTokens": 100}})  # fmt: skip
+    monkeypatch.setattr(bedrock._ClientCache, "__call__", lambda self, timeout: client)
+    monkeypatch.setenv("BEDROCK_MODEL_ID", "amazon.nova-pro-v1:0")
+    with stub:
+        result = runner.invoke(
+            app, ["caption", str(folder / "coffee.png"), "--json", "--provider", "bedrock"]
+        )
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (row["provider"], row["caption"]) == ("bedrock", "An espresso cup.")
+    stub.assert_no_pending_responses()

@@ -161,6 +161,9 @@ CAPTIONED = {"status": "CAPTIONED", "etag": "e1", "size": 10, "provider": "model
         (BackfillPlan("b", only_provider="local"), CAPTIONED, "other_provider"),
         (BackfillPlan("b", only_provider="local"), None, "other_provider"),
         (BackfillPlan("b", only_provider="modelslab"), CAPTIONED, None),  # even if captioned
+        # finished, but its event is owed: the function sends it (free)
+        (BackfillPlan("b"), {**CAPTIONED, "event_due": "CAPTIONED"}, None),
+        (BackfillPlan("b"), {**CAPTIONED, "status": "REJECTED", "event_due": "REJECTED"}, None),
     ],
 )
 def test_backfill_decides_per_object(plan, row, skip):
@@ -223,8 +226,8 @@ def test_help_lists_the_commands_in_the_order_they_are_registered():
 
     group = typer.main.get_command(app)
     assert group.list_commands(None) == [
-        "demo", "caption", "get", "list", "search", "status", "connect", "backfill", "redrive",
-        "local",
+        "demo", "caption", "get", "list", "search", "status", "connect", "events", "backfill",
+        "redrive", "local",
     ]  # fmt: skip
 
 

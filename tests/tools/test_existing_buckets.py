@@ -24,7 +24,7 @@ from captioner_tools.local.stack import LocalStack
 from tests import images
 from tests.conftest import API_KEY
 from tests.fakes.modelslab import FakeModelsLab
-from tests.tools.conftest import RETRY_DELAY_S, free_port, row, wait_for
+from tests.tools.conftest import RETRY_DELAY_S, free_port, row, wait_for, wait_for_status
 
 EXISTING = ("photos", "scans")
 runner = CliRunner()
@@ -77,12 +77,7 @@ def one_error_line(result: Any, *parts: str) -> None:
 
 
 def wait_for_row(stack: LocalStack, bucket: str, key: str, *statuses: str) -> dict[str, Any]:
-    return wait_for(
-        lambda: row(stack, key, bucket),
-        lambda r: r is not None and r.get("status") in statuses,
-        20,
-        f"s3://{bucket}/{key} to be {'/'.join(statuses)}",
-    )
+    return wait_for_status(stack, key, *statuses, bucket=bucket)
 
 
 def tags(stack: LocalStack, bucket: str, key: str) -> dict[str, str]:

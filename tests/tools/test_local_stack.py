@@ -199,15 +199,21 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
 # -- the handler's environment ---------------------------------------------------------------
 
 
-def test_handler_environment_points_at_the_stack(stack, modelslab):
-    assert os.environ["AWS_ENDPOINT_URL"] == stack.endpoint_url
-    assert os.environ["CAPTIONS_TABLE"] == stack.table
-    assert os.environ["CAPTION_PROVIDER"] == "modelslab"  # a key is configured
-    assert os.environ["CAPTION_MAX_RECEIVE_COUNT"] == str(MAX_RECEIVE_COUNT)
-    assert os.environ["MODELSLAB_API_URL"] == modelslab.url
+def test_the_function_is_configured_for_the_stack_and_the_shell_left_alone(stack, modelslab):
+    config = stack.app.config
+    assert config.captions_table == stack.table
+    assert config.provider == "modelslab"  # a key is configured
+    assert config.max_receive_count == MAX_RECEIVE_COUNT
+    assert config.modelslab_api_url == modelslab.url
+    assert config.tag_key == "caption"  # from the template's Environment
+    assert config.modelslab_api_key_secret is None
+    for client in (stack.app.pipeline.objects._s3, stack.app.pipeline.store._db):
+        assert client.meta.endpoint_url == stack.endpoint_url
+    # Only Powertools' own variables are set: it reads them from the environment.
     assert os.environ["POWERTOOLS_TRACE_DISABLED"] == "true"
-    assert os.environ["CAPTION_TAG_KEY"] == "caption"  # from the template's Environment
-    assert "MODELSLAB_API_KEY_SECRET" not in os.environ
+    assert os.environ["POWERTOOLS_METRICS_DISABLED"] == "true"
+    assert os.environ.get("AWS_ENDPOINT_URL") != stack.endpoint_url
+    assert os.environ.get("CAPTIONS_TABLE") != stack.table
 
 
 def test_provider_is_modelslab_with_a_key_and_local_without():
@@ -218,7 +224,7 @@ def test_provider_is_modelslab_with_a_key_and_local_without():
         "local"
     )
     with pytest.raises(LocalStackError, match="provider must be one of"):
-        choose_provider("openai", {})
+        choose_provider("magic", {})
 
 
 # -- uploads flow through the same handler ---------------------------------------------------
@@ -393,7 +399,8 @@ def test_stop_restores_the_environment_and_frees_the_port(stack):
     """Runs last in this module: it stops the module's stack (stop() is idempotent)."""
     port = stack.port
     stack.stop()
-    assert os.environ.get("AWS_ENDPOINT_URL") != stack.endpoint_url
-    assert os.environ.get("CAPTIONS_TABLE") != stack.table
+    assert os.environ.get("POWERTOOLS_METRICS_DISABLED") == stack._shell_env.get(
+        "POWERTOOLS_METRICS_DISABLED"
+    )  # the value from before the stack
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
         probe.connect(("127.0.0.1", port))

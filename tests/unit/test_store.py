@@ -1,4 +1,7 @@
-"""Conditional writes of the captions table (moto DynamoDB, table from template.yaml)."""
+"""Conditional writes of the captions table (moto DynamoDB, table from template.yaml).
+
+The claim, fence and delete tests run against the in-memory fake too (tests/fakes/memory.py),
+so the pipeline's unit tests exercise the same rules as the real store."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +21,7 @@ from captioner.store import (
     sequencer_order,
 )
 from captioner_tools.local.template import table_definition
+from tests.fakes.memory import MemoryCaptions
 
 LEASE = 60.0
 
@@ -47,8 +51,15 @@ def ddb(aws_env):
 
 
 @pytest.fixture
-def store(ddb, clock):
+def dynamo_store(ddb, clock):
     return CaptionStore("t", ddb, clock=clock)
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def store(request, clock):
+    if request.param == "memory":
+        return MemoryCaptions(clock=clock)
+    return request.getfixturevalue("dynamo_store")
 
 
 def ref(version="v1", seq="10", etag="etag"):
@@ -220,23 +231,23 @@ def legacy_row(ddb, sequencer, status="CAPTIONED", version="v1"):
     )
 
 
-def test_a_legacy_row_is_migrated_so_a_shorter_newer_sequencer_wins(store, ddb):
+def test_a_legacy_row_is_migrated_so_a_shorter_newer_sequencer_wins(dynamo_store, ddb):
     legacy_row(ddb, "0066A1B2C3D4E5F601")
-    claim = store.claim(ref("v2", "0066A1B2C3D4E5F7"), LEASE)
+    claim = dynamo_store.claim(ref("v2", "0066A1B2C3D4E5F7"), LEASE)
     assert claim.outcome is ClaimOutcome.CLAIMED
-    row = store.get("b", "k")
+    row = dynamo_store.get("b", "k")
     assert row["version_id"] == "v2" and row["sequencer_order"] == sequencer_order(
         "0066A1B2C3D4E5F7"
     )
 
 
-def test_a_legacy_row_still_refuses_an_older_event(store, ddb):
+def test_a_legacy_row_still_refuses_an_older_event(dynamo_store, ddb):
     legacy_row(ddb, "0066A1B2C3D4E5F7")
-    assert store.claim(ref("v0", "0066A1B2C3D4E5F601"), LEASE).outcome is ClaimOutcome.STALE
-    assert store.get("b", "k")["sequencer_order"] == sequencer_order("0066A1B2C3D4E5F7")
+    assert dynamo_store.claim(ref("v0", "0066A1B2C3D4E5F601"), LEASE).outcome is ClaimOutcome.STALE
+    assert dynamo_store.get("b", "k")["sequencer_order"] == sequencer_order("0066A1B2C3D4E5F7")
 
 
-def test_a_delete_with_a_shorter_newer_sequencer_applies_to_a_legacy_row(store, ddb):
+def test_a_delete_with_a_shorter_newer_sequencer_applies_to_a_legacy_row(dynamo_store, ddb):
     legacy_row(ddb, "0066A1B2C3D4E5F601")
-    assert store.mark_deleted("b", "k", None, "0066A1B2C3D4E5F7", whole=True)
-    assert store.get("b", "k")["status"] == "DELETED"
+    assert dynamo_store.mark_deleted("b", "k", None, "0066A1B2C3D4E5F7", whole=True)
+    assert dynamo_store.get("b", "k")["status"] == "DELETED"

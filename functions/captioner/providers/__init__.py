@@ -21,7 +21,10 @@ def _modelslab(config: Config) -> CaptionProvider:
     from captioner.providers.modelslab import ModelsLabProvider
 
     return ModelsLabProvider(
-        config.modelslab_api_url, api_key_source(config), timeout=config.modelslab_timeout
+        config.modelslab_api_url,
+        api_key_source(config),
+        timeout=config.modelslab_timeout,
+        price_usd=config.modelslab_price_usd,
     )
 
 
@@ -31,9 +34,31 @@ def _local(config: Config) -> CaptionProvider:
     return LocalProvider()
 
 
+def _openai(config: Config) -> CaptionProvider:
+    from captioner.apikey import secret_source
+    from captioner.providers.openai import OpenAIProvider
+
+    return OpenAIProvider(
+        config.openai_base_url,
+        secret_source(config.openai_api_key_secret, config.openai_api_key),
+        config.openai_model,
+        image_transport=config.openai_image_transport,
+        timeout=config.openai_timeout,
+        price_usd=config.openai_price_usd,
+    )
+
+
+def _bedrock(config: Config) -> CaptionProvider:
+    from captioner.providers.bedrock import BedrockProvider
+
+    return BedrockProvider(config.bedrock_model_id, price_usd=config.bedrock_price_usd)
+
+
 PROVIDERS: dict[str, Callable[[Config], CaptionProvider]] = {
     "modelslab": _modelslab,
     "local": _local,
+    "openai": _openai,
+    "bedrock": _bedrock,
 }
 
 

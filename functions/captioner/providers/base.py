@@ -58,8 +58,8 @@ class CaptionProvider(Protocol):
     name: str
     #: Pillow format names this provider accepts; the image check rejects anything else.
     formats: frozenset[str]
-    #: US dollars charged per caption request the provider takes on (0 when free). Spend is
-    #: reserved against the daily budget before each paid request (``budget.py``).
+    #: What one caption costs (USD): the spend figures, and what is reserved against the
+    #: daily budget before each paid request (``budget.py``); 0 for the offline model.
     price_usd: float
     #: True when captions are computed in the function (its vCPUs limit them), False when
     #: they wait on a remote service (the account's concurrency limit does): ``limits.py``.

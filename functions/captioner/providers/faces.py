@@ -140,4 +140,5 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     inter = (right - left).clip(0) * (bottom - top).clip(0)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
+    iou: np.ndarray = inter / np.maximum(area + areas - inter, 1e-9)
+    return iou

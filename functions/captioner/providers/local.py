@@ -31,7 +31,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from captioner.errors import ProviderConfigError, ProviderImageError, ProviderTransientError
+from captioner.errors import (
+    NoTimeLeft,
+    ProviderConfigError,
+    ProviderImageError,
+)
 from captioner.providers import faces, ocr
 from captioner.providers.base import Caption, ImageSource, Label, Length
 from captioner.providers.describe import merge_labels
@@ -75,7 +79,8 @@ class _Model:
 
         logits = self.onnx.run(pixels)[0][0]
         exp = np.exp(logits - logits.max())  # shift for numerical stability
-        return exp / exp.sum()
+        probabilities: np.ndarray = exp / exp.sum()
+        return probabilities
 
 
 def load_model(path: Path = DEFAULT_MODEL) -> _Model:
@@ -173,8 +178,8 @@ class LocalProvider:
 
     name = "local"
     formats = FORMATS
-    price_usd = 0.0  # runs in the function: no spend to reserve
-    cpu_bound = True  # one caption per vCPU at a time (limits.provider_slots)
+    price_usd = 0.0  # runs in the function: its Lambda time is the only cost
+    cpu_bound = True  # one caption per vCPU at a time (limits.slots_for)
 
     def __init__(self, model_path: Path | None = None) -> None:
         self.model_path = model_path or DEFAULT_MODEL
@@ -190,7 +195,7 @@ class LocalProvider:
     ) -> Caption:
         # Synchronous and cheap: no jobs to queue or poll, so job_id and on_job are unused.
         if time.monotonic() >= deadline:
-            raise ProviderTransientError("deadline passed before the local model could run")
+            raise NoTimeLeft("deadline passed before the local model could run")
         start = time.perf_counter()
         model = load_model(self.model_path)
         decoded = decode_image(image.read(), image.name)

@@ -1,8 +1,9 @@
 """ModelsLab Image-Caption client (``POST {base}/image_editing/caption``).
 
-See shared/modelslab-api.md: the same fault arrives as a real HTTP status or as HTTP 200
-with ``status: error``, messages are sometimes spelled ``messege`` or nested, and queued
-jobs are polled at ``/image_editing/fetch/{id}`` (free) rather than resubmitted (paid).
+The contract it relies on is written down in docs/modelslab.md: the same fault arrives as a
+real HTTP status or as HTTP 200 with ``status: error``, messages are sometimes spelled
+``messege`` or nested, and queued jobs are polled at ``/image_editing/fetch/{id}`` (free)
+rather than resubmitted (paid).
 Every failure maps onto one of the ``errors.Provider*`` types; the API key never appears
 in any message this module produces.
 """
@@ -22,6 +23,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from captioner.errors import (
+    NoTimeLeft,
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
@@ -32,7 +34,7 @@ from captioner.errors import (
 from captioner.providers.base import Caption, ImageSource, Length
 
 NAME = "modelslab"
-PRICE_USD = 0.0047  # per caption request accepted (pay-as-you-go); polling a job is free
+PRICE_USD = 0.0047  # per caption (pay as you go); MODELSLAB_PRICE_USD overrides it
 # A queued job whose eta is longer than this is not waited for in the function: the caller
 # parks the message and polls the job when it comes back (README: Long jobs).
 PARK_ETA_S = 10.0
@@ -78,7 +80,9 @@ class ModelsLabProvider:
         timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        price_usd: float = PRICE_USD,
     ) -> None:
+        self.price_usd = price_usd
         self._base = api_url.rstrip("/")
         self._api_key = api_key
         self._client = client or httpx.Client(
@@ -140,7 +144,7 @@ class ModelsLabProvider:
 
     def _check_budget(self, deadline: float) -> None:
         if deadline - self._clock() < MIN_REQUEST_BUDGET:
-            raise ProviderTransientError("not enough time left to call ModelsLab")
+            raise NoTimeLeft("not enough time left to call ModelsLab")
 
     # -- the request/response cycle -------------------------------------------------------
 
@@ -439,8 +443,8 @@ def _shrink_for_upload(data: bytes, fmt: str) -> bytes:
         return data
     from PIL import Image  # only the CLI's local-file path gets here
 
-    with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
+    with Image.open(io.BytesIO(data)) as original:
+        im = original.convert("RGB")
         im.thumbnail((2048, 2048))
         out = io.BytesIO()
         im.save(out, "JPEG", quality=88)

@@ -131,13 +131,19 @@ def find_text(image: Image.Image) -> list[TextBox]:
     scale = min(1.0, DET_MAX_SIDE / max(width, height))
     size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
     resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = np.asarray(resized, dtype=np.float32)[..., ::-1] / 255.0
+    pixels: np.ndarray = np.asarray(resized, dtype=np.float32)[..., ::-1] / 255.0
     pixels = (pixels - np.array(DET_MEAN, np.float32)) / np.array(DET_STD, np.float32)
     probs = det.run(np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis]))[0][0, 0]
     return [
-        TextBox(tuple((x / size[0], y / size[1]) for x, y in corners), round(score, 4))  # type: ignore[arg-type]
+        TextBox(_fractions(corners, size), round(score, 4))
         for corners, score in _regions(probs, probs > DET_THRESHOLD)
     ]
+
+
+def _fractions(corners: list[Point], size: tuple[int, int]) -> tuple[Point, Point, Point, Point]:
+    """A box's four corners (detector pixels) as fractions of the detector's input size."""
+    a, b, c, d = ((x / size[0], y / size[1]) for x, y in corners)
+    return a, b, c, d
 
 
 def _regions(probs: np.ndarray, mask: np.ndarray) -> list[tuple[list[Point], float]]:
@@ -156,7 +162,11 @@ def _regions(probs: np.ndarray, mask: np.ndarray) -> list[tuple[list[Point], flo
     count = int(index.max()) + 1
     n = (ends - starts).astype(np.float64)
     sum_x = n * (starts + ends - 1) / 2
-    sq = lambda k: k * (k + 1) * (2 * k + 1) / 6  # noqa: E731  sum of squares 0..k
+
+    def sq(k: np.ndarray) -> np.ndarray:  # sum of squares 0..k
+        squares: np.ndarray = k * (k + 1) * (2 * k + 1) / 6
+        return squares
+
     sum_xx = sq(ends - 1.0) - sq(starts - 1.0)
     y = rows.astype(np.float64)
 

@@ -27,7 +27,8 @@ class OnnxModel:
     metadata: dict[str, str]  # the model's custom metadata (e.g. an OCR alphabet)
 
     def run(self, pixels: Any) -> list[Any]:
-        return self.session.run(None, {self.input_name: pixels})
+        outputs: list[Any] = self.session.run(None, {self.input_name: pixels})
+        return outputs
 
 
 _sessions: dict[Path, OnnxModel] = {}

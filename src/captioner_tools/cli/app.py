@@ -22,6 +22,7 @@ from captioner_tools.cli import (
     commands_caption,
     commands_connect,
     commands_demo,
+    commands_events,
     commands_local,
     commands_queue,
     commands_rows,
@@ -34,7 +35,7 @@ from captioner_tools.cli.render import err
 class CaptionerGroup(TyperGroup):
     """Turns known errors into one line on stderr."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context: Typer vendors click privately
         try:
             return super().invoke(ctx)
         except (Exit, Abort, TyperException, BrokenPipeError):
@@ -72,6 +73,7 @@ app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_
 app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_connect.connect)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_events.events)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_backfill.backfill)
 app.command("redrive", cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.redrive_)
 app.add_typer(commands_local.local_app, name="local", rich_help_panel="Local stack")

@@ -17,9 +17,9 @@ from captioner.events import backfill_message
 from captioner.store import CaptionReader, CaptionStore, Status
 from captioner.tags import TAG_SETTLED
 
-MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost)
+MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost; MODELSLAB_PRICE_USD overrides it)
 SQS_MAX_BATCH = 10
-_PROJECTION = ("status", "version_id", "etag", "size", "provider", "tag_status")
+_PROJECTION = ("status", "version_id", "etag", "size", "provider", "tag_status", "event_due")
 
 
 @dataclass
@@ -30,10 +30,11 @@ class BackfillStats:
     rejected: int = 0  # already REJECTED for this version (not an image we accept): skipped
     other_provider: int = 0  # --only-provider: the row names another provider (or none)
     enqueued: int = 0  # sent (or, with --dry-run, would be sent)
+    events_owed: int = 0  # of those, finished rows whose event is still owed: free to send
     failed: int = 0  # SendMessageBatch refused them
 
     def cost_usd(self, price: float = MODELSLAB_PRICE_USD) -> float:
-        return round(self.enqueued * price, 4)
+        return round((self.enqueued - self.events_owed) * price, 4)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class BackfillPlan:
             return None if row and row.get("provider") == self.only_provider else "other_provider"
         if row is None or not _same_version(obj, row):
             return None
+        if owes_event(row):
+            return None  # the function announces it without paying again
         if row.get("status") == Status.REJECTED and not self.provider:
             # the same bytes fail the same checks; another provider may accept other formats
             return "rejected"
@@ -65,6 +68,12 @@ class BackfillPlan:
         if self.provider and row.get("provider") != self.provider:
             return None
         return "captioned"
+
+
+def owes_event(row: dict[str, Any] | None) -> bool:
+    """A finished row whose "Caption Status Changed" event was never sent (PutEvents failed,
+    or the instance died right after the write)."""
+    return bool(row and row.get("event_due") and row.get("event_due") == row.get("status"))
 
 
 def run_backfill(
@@ -94,6 +103,7 @@ def run_backfill(
             elif reason == "other_provider":
                 stats.other_provider += 1
             else:
+                stats.events_owed += owes_event(rows.get(obj["Key"]))
                 todo.append(obj)
         _enqueue(sqs, queue_url, plan, todo, stats)
         if on_progress:

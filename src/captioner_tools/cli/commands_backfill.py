@@ -3,6 +3,7 @@ the word index of the rows already there (``--reindex``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Annotated
 
@@ -10,11 +11,11 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from captioner.config import Config
 from captioner.providers import PROVIDERS
 from captioner.store import CaptionStore
 from captioner_tools.cli import render
 from captioner_tools.cli.backfill import (
-    MODELSLAB_PRICE_USD,
     BackfillPlan,
     BackfillStats,
     ReindexStats,
@@ -120,7 +121,8 @@ def backfill(
 
 
 def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
-    cost = 0.0 if plan.provider == "local" else stats.cost_usd()
+    price = _price(plan.provider or "modelslab")
+    cost = stats.cost_usd(price)
     if as_json:
         render.print_json(
             {
@@ -133,6 +135,7 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
                 "already_rejected": stats.rejected,
                 "other_provider": stats.other_provider,
                 "enqueued": stats.enqueued,
+                "events_owed": stats.events_owed,
                 "failed": stats.failed,
                 "estimated_cost_usd": cost,
             }
@@ -153,16 +156,22 @@ def _report(stats: BackfillStats, plan: BackfillPlan, as_json: bool) -> None:
     table.add_row(
         "[bold]would enqueue" if plan.dry_run else "[bold]enqueued", f"[bold]{stats.enqueued}"
     )
+    if stats.events_owed:
+        table.add_row("  of which finished, their event owed (free)", str(stats.events_owed))
     if stats.failed:
         table.add_row("[red]failed to enqueue", f"[red]{stats.failed}")
     render.out.print(table)
     if plan.provider == "local":
         render.out.print("estimated cost: $0 (offline local provider)")
     else:
-        who = "" if plan.provider == "modelslab" else ", if the deployment captions with ModelsLab"
-        render.out.print(
-            f"estimated cost: {stats.enqueued} × ${MODELSLAB_PRICE_USD} = ${cost:.4f}{who}"
-        )
+        who = "" if plan.provider else ", if the deployment captions with ModelsLab"
+        paid = stats.enqueued - stats.events_owed
+        render.out.print(f"estimated cost: {paid} × ${price} = ${cost:.4f}{who}")
+
+
+def _price(provider: str) -> float:
+    """The provider's price per caption: its ``*_PRICE_USD`` variable, or the default."""
+    return Config.from_env({**os.environ, "CAPTIONS_TABLE": "-"}).price_usd(provider)
 
 
 def _provider(name: str | None, flag: str) -> str | None:

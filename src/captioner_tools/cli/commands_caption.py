@@ -24,6 +24,8 @@ from captioner_tools.errors import CliError
 class ProviderChoice(StrEnum):
     local = "local"
     modelslab = "modelslab"
+    openai = "openai"
+    bedrock = "bedrock"
 
 
 class LengthChoice(StrEnum):
@@ -49,7 +51,9 @@ def caption(
 
     Exit status: 0 when every file was captioned, 1 when some were rejected or failed.
     The ModelsLab provider uploads each file with its base64_to_url helper first (5 MB cap;
-    larger files are downscaled) and costs 0.0047 $ per image.
+    larger files are downscaled) and costs 0.0047 $ per image. openai sends each file as a
+    data URL to OPENAI_BASE_URL (OPENAI_API_KEY, OPENAI_MODEL); bedrock calls Converse with
+    your AWS credentials and region (BEDROCK_MODEL_ID).
     """
     files = list(expand(paths))
     if not files:

@@ -62,6 +62,12 @@ def banner(stack: LocalStack) -> Panel:
     grid.add_row("Table", f"{stack.table}  (indexes by-bucket-updated, by-status-updated)")
     grid.add_row("Queue", stack.queue_url)
     grid.add_row("Dead letters", f"{stack.dlq_url}  (after {stack.max_receive_count} receives)")
+    if stack.events_queue_url:
+        grid.add_row(
+            "Events",
+            f'{stack.events_queue_url}  ("Caption Status Changed" on bus '
+            f"{stack.template.parameters.get('EventBusName')}: `captioner events --follow`)",
+        )
     grid.add_row(
         "Function",
         f"{fn.handler} in this process: batches of {event.batch_size}, "
@@ -76,8 +82,8 @@ def banner(stack: LocalStack) -> Panel:
     if stack.ignored_variables:
         grid.add_row(
             "Ignored",
-            ", ".join(stack.ignored_variables) + " (the key comes from MODELSLAB_API_KEY "
-            "locally; AWS calls go to the endpoint above)",
+            ", ".join(stack.ignored_variables) + " (keys come from MODELSLAB_API_KEY and "
+            "OPENAI_API_KEY locally; AWS calls go to the endpoint above)",
         )
     grid.add_row("State", "in memory only: Ctrl-C stops the stack and discards everything")
     return Panel(grid, title="Captioner local stack", title_align="left", border_style="green")
@@ -100,6 +106,7 @@ def print_usage(stack: LocalStack) -> None:
             for name in stack.existing_buckets[:1]
         ),
         "  captioner status",
+        *(["  captioner events --follow"] if stack.events_queue_url else []),
         f'  boto3.client("s3", endpoint_url="{stack.endpoint_url}", region_name="us-east-1", '
         'aws_access_key_id="testing", aws_secret_access_key="testing")',
     ]

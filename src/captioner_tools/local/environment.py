@@ -2,8 +2,10 @@
 
 Lambda hands a function its configuration as environment variables, and the handler reads
 them (``Config.from_env``) on its first invocation. The local stack runs that same handler in
-this process, so it sets the same variables, as the template declares them, for as long as
-it runs (``EnvironmentPatch``), and puts the shell's values back when it stops.
+this process: it computes the same variables, as the template declares them, and builds the
+function's app from them (``Config.from_env(variables)``). Only Powertools' own variables are
+set in the process (``EnvironmentPatch``), since Powertools reads them there; the shell's
+values come back when the stack stops.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ FOREIGN_AWS_VARIABLES = (
     "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_STS",
 )  # fmt: skip
 # Shell variables the local stack overrides, named in the banner when they are set.
-IGNORED_VARIABLES = ("MODELSLAB_API_KEY_SECRET", "AWS_PROFILE")
+IGNORED_VARIABLES = ("MODELSLAB_API_KEY_SECRET", "OPENAI_API_KEY_SECRET", "AWS_PROFILE")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def handler_environment(
             # The key comes from MODELSLAB_API_KEY locally; a secret ARN would be looked up
             # in moto's (empty) Secrets Manager and fail.
             "MODELSLAB_API_KEY_SECRET": None,
+            "OPENAI_API_KEY_SECRET": None,  # likewise: OPENAI_API_KEY locally
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
             "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch to read EMF lines
         }

@@ -25,9 +25,12 @@ import logging
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from captioner_tools.errors import LocalStackError
+
+if TYPE_CHECKING:  # moto's own type for an event on a bus
+    from moto.events.utils import EventMessageType
 
 _S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 # S3 notification event names → the "reason" of S3's EventBridge events.
@@ -71,7 +74,8 @@ def install() -> None:
             body = with_eventbridge_element(body)
         return status, headers, body
 
-    S3Response.get_bucket_notification = get_bucket_notification
+    # a correction installed into moto's class at run time (checked above: the method exists)
+    S3Response.get_bucket_notification = get_bucket_notification  # type: ignore[method-assign]
     notifications._send_event_bridge_message = send_eventbridge_event
     _installed = True
 
@@ -87,7 +91,7 @@ def with_eventbridge_element(body: str | bytes) -> str:
 
 def s3_eventbridge_event(
     account_id: str, region: str, bucket: str, event_name: str, key: Any
-) -> dict[str, Any]:
+) -> EventMessageType:
     """The event S3 sends EventBridge for ``event_name`` on ``key``, without a sequencer."""
     from moto.s3.notifications import _detail_type
 

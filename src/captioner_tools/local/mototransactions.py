@@ -51,8 +51,8 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
         MultipleTransactionsException,
         TooManyTransactionsException,
         TransactionCanceledException,
+        TransactWriteSingleOpException,
     )
-    from moto.dynamodb.models import TransactWriteSingleOpException
 
     if len(transact_items) > 100:
         raise TooManyTransactionsException()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from captioner.announce import SOURCE as EVENT_SOURCE
 from captioner_tools.errors import LocalStackError
 from captioner_tools.local.defaults import ACCOUNT_ID, REGION
 from captioner_tools.local.template import (
@@ -32,6 +33,8 @@ from captioner_tools.local.template import (
 from captioner_tools.notifications import EXISTING_BUCKETS_PARAMETER, enable_eventbridge
 
 Clients = Callable[[str], Any]  # service name → boto3 client of the local endpoint
+# The local stack's own output: the queue its "Caption Status Changed" events reach.
+EVENTS_QUEUE_OUTPUT = "EventsQueueUrl"
 
 # Bucket naming rules (general purpose buckets), loosely: 3-63 chars, lowercase, digits, . -
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -56,6 +59,7 @@ class LocalNames:
     dlq: str
     function: str
     stack: str
+    events: str  # the local queue the function's "Caption Status Changed" events reach
 
     @classmethod
     def for_stack(cls, stack_name: str) -> LocalNames:
@@ -67,6 +71,7 @@ class LocalNames:
             dlq=f"{stack_name}-local-captions-dlq",
             function=f"{stack_name}-local-CaptionFunction",
             stack=stack_name,
+            events=f"{stack_name}-local-caption-events",
         )
 
     def rule(self, logical_id: str) -> str:
@@ -143,7 +148,7 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
     function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{names.function}"
     refs |= {function_id: names.function, f"{function_id}.Arn": function_arn}
     existing = _create_existing_buckets(template, client("s3"), names)
-    rules = {}
+    rules: dict[str, str] = {}
     for rule_id in template.resources_of_type("AWS::Events::Rule"):
         if "ScheduleExpression" in template.properties(rule_id):
             continue  # moto never fires schedules: the local stack sends them (_schedules)
@@ -153,7 +158,7 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
         ids,
         refs,
         template.function(function_id, refs),
-        template.outputs(refs),
+        template.outputs(refs) | _create_event_log(template, client, names),
         existing_buckets=existing,
         rules=tuple(v for k, v in rules.items() if "." not in k),
         schedules=_schedules(template, refs),
@@ -175,6 +180,33 @@ def _schedules(template: StackTemplate, refs: Mapping[str, str]) -> tuple[Schedu
                     Schedule(logical_id, url, target["Input"], props["ScheduleExpression"])
                 )
     return tuple(found)
+
+
+def _create_event_log(
+    template: StackTemplate, client: Clients, names: LocalNames
+) -> dict[str, str]:
+    """Local only: a rule on the function's event bus (EventBusName) that sends its "Caption
+    Status Changed" events to a queue ``captioner events`` reads. In AWS the events go where
+    your own rules send them. Nothing when EventBusName is empty (events off)."""
+    bus = str(template.parameters.get("EventBusName") or "")
+    if not bus:
+        return {}
+    events, sqs = client("events"), client("sqs")
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    url = sqs.create_queue(QueueName=names.events)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    rule = names.rule("CaptionEvents")
+    events.put_rule(
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE]}),
+        Description="Local stack: the function's events, for `captioner events`.",
+    )
+    events.put_targets(
+        Rule=rule, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": arn["QueueArn"]}]
+    )
+    return {EVENTS_QUEUE_OUTPUT: url}
 
 
 def existing_bucket_names(template: StackTemplate) -> tuple[str, ...]:

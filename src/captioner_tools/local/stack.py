@@ -3,6 +3,10 @@ template.yaml in it (``resources``), the function's environment (``environment``
 Lambda handler fed by a local SQS event source (``poller``), all in this process. State lives
 in memory and is gone when the stack stops.
 
+The handler runs an ``App`` built from the function's environment as a ``Config`` and a boto3
+session pointed at moto; only Powertools' own variables are set in ``os.environ``, because
+Powertools reads them there (whether to emit metrics, at every flush).
+
     with LocalStack(port=0) as stack:          # 0: any free port
         boto3.client("s3", endpoint_url=stack.endpoint_url, ...).put_object(...)
 """
@@ -22,6 +26,9 @@ import boto3
 import httpx
 from botocore.config import Config as BotoConfig
 
+from captioner.app import App
+from captioner.config import Config
+from captioner.handler import handler_for
 from captioner.store import CaptionReader
 from captioner_tools.errors import LocalStackError
 from captioner_tools.local.atomic import serialize_moto
@@ -49,6 +56,7 @@ from captioner_tools.local.poller import (
     import_handler,
 )
 from captioner_tools.local.resources import (
+    EVENTS_QUEUE_OUTPUT,
     LocalNames,
     Resources,
     create_resources,
@@ -116,6 +124,12 @@ class LocalStack:
         self._shell_env = dict(os.environ)  # the environment before the stack changed it
         self._env = EnvironmentPatch()
         self._old_log_level: int | None = None
+        self._app: App | None = None
+        # Each invoker thread of the event source is one function instance with its own App
+        # (clients, provider slots), as separate Lambda containers are (instance_app).
+        self._instance = threading.local()
+        self._instance_apps: dict[str, App] = {}
+        self._apps_lock = threading.Lock()
 
     # -- what callers read --------------------------------------------------------------------
 
@@ -152,6 +166,11 @@ class LocalStack:
         return self.resources.queue_url
 
     @property
+    def events_queue_url(self) -> str | None:
+        """The queue the function's events reach (None when EventBusName is empty)."""
+        return self.resources.outputs.get(EVENTS_QUEUE_OUTPUT)
+
+    @property
     def dlq_url(self) -> str:
         return self.resources.dlq_url
 
@@ -167,15 +186,32 @@ class LocalStack:
     def max_receive_count(self) -> int:
         return int(self.template.parameter("MaxReceiveCount"))
 
+    @property
+    def app(self) -> App:
+        """The function's app, as the handler runs it (once started)."""
+        if self._app is None:
+            raise LocalStackError("the local stack is not started")
+        return self._app
+
+    def instance_app(self) -> App:
+        """The app of the instance (invoker thread) running now: built on its first
+        invocation from the same environment as ``app``; ``app`` outside the event source."""
+        name = getattr(self._instance, "name", None)
+        if name is None:
+            return self.app
+        with self._apps_lock:
+            if name not in self._instance_apps:
+                self._instance_apps[name] = self._build_app(self.handler_environment())
+            return self._instance_apps[name]
+
+    def _name_instance(self, name: str) -> None:
+        self._instance.name = name
+
     def client(self, service: str) -> Any:
         """A boto3 client for this stack (explicit endpoint and dummy credentials, so the
         process environment does not matter); made once per service, shared by threads."""
         if service not in self._clients:
-            self._clients[service] = boto3.session.Session(
-                aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                region_name=REGION,
-            ).client(
+            self._clients[service] = _session().client(
                 service,
                 endpoint_url=self.endpoint_url,
                 config=BotoConfig(
@@ -201,6 +237,11 @@ class LocalStack:
             "CAPTIONS_TABLE": self.table,
             "CAPTIONER_QUEUE_URL": self.queue_url,
             "CAPTIONER_DLQ_URL": self.dlq_url,
+            **(
+                {"CAPTIONER_EVENTS_QUEUE_URL": self.events_queue_url}
+                if self.events_queue_url
+                else {}
+            ),
         }
 
     def handler_environment(self) -> dict[str, str | None]:
@@ -280,13 +321,15 @@ class LocalStack:
             return
         function = self.resources.function
         event = sqs_event(function)
+        import_handler(function.handler)  # as Lambda would: the template's handler must exist
         self.poller = SqsEventSource(
             self.client("sqs"),
             self.queue_url,
             self.queue_arn,
             FunctionTarget(
                 name=self.names.function,
-                handler=import_handler(function.handler),
+                # the template's captioner.handler.lambda_handler, running this stack's app
+                handler=handler_for(self.instance_app),
                 timeout_s=function.timeout_s,
                 memory_mb=function.memory_mb,
             ),
@@ -301,7 +344,7 @@ class LocalStack:
             ),
             region=REGION,
             on_batch=self.on_batch,
-            on_instance=_name_instance,
+            on_instance=self._name_instance,
         ).start()
 
     def run_schedules(self) -> None:
@@ -329,11 +372,24 @@ class LocalStack:
             self.poller.stop()
 
     def reset_handler(self) -> None:
-        """Make the handler read its environment again on the next invocation (the next
-        "cold start"), e.g. after changing a variable."""
-        from captioner import handler
+        """Build the function's app again (a "cold start") from the shell's environment as
+        it is now, e.g. after changing a variable."""
+        self._shell_env = dict(os.environ)
+        self._app = self._build_app(self.handler_environment())
+        with self._apps_lock:
+            self._instance_apps.clear()
 
-        handler.reset()
+    def _build_app(self, environment: Mapping[str, str | None]) -> App:
+        """The app Lambda would build from ``environment``, its AWS calls sent to moto."""
+        variables = dict(self._shell_env)
+        for name, value in environment.items():
+            if value is None:
+                variables.pop(name, None)
+            else:
+                variables[name] = value
+        return App.build(
+            Config.from_env(variables), session=_session(), endpoint_url=self.endpoint_url
+        )
 
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -357,13 +413,14 @@ class LocalStack:
         self._shell_env = dict(os.environ)
         self.ignored_variables = [v for v in IGNORED_VARIABLES if self._shell_env.get(v)]
         environment = self.handler_environment()
-        self._env.apply(environment)
+        self._app = self._build_app(environment)
+        # Powertools reads its variables from os.environ (metrics: at every flush).
+        self._env.apply({k: v for k, v in environment.items() if k.startswith("POWERTOOLS_")})
         # Metrics are off locally (no CloudWatch), so Powertools' "no metrics" is noise.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         level = environment.get("POWERTOOLS_LOG_LEVEL") or "INFO"
         self._old_log_level = logger.log_level
         logger.setLevel(level)  # the logger was made at import, maybe before our variables
-        self.reset_handler()  # the next invocation builds the app from this environment
 
     def _leave_environment(self) -> None:
         if self._old_log_level is not None:
@@ -373,14 +430,9 @@ class LocalStack:
             self._old_log_level = None
         if self._env.active:
             self._env.restore()
-            self.reset_handler()
-
-
-def _name_instance(name: str) -> None:
-    """Each invoker thread of the event source is one function instance (its own App)."""
-    from captioner import handler
-
-    handler.instance.set(name)
+        self._app = None
+        with self._apps_lock:
+            self._instance_apps.clear()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -404,3 +456,12 @@ def _reset_moto(endpoint_url: str) -> None:
         httpx.post(f"{endpoint_url}/moto-api/reset", timeout=10)
     except httpx.HTTPError as exc:
         log.warning("could not reset moto: %s", exc)
+
+
+def _session() -> boto3.session.Session:
+    """Dummy credentials and the stack's region, whatever the process environment says."""
+    return boto3.session.Session(
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )

@@ -222,8 +222,8 @@ class StackTemplate:
             resolved = self._intrinsic(fn, arg, refs)
             if resolved is not _PLAIN:
                 return resolved
-        items = {k: self._resolve(v, refs) for k, v in node.items()}
-        return {k: v for k, v in items.items() if v is not _NO_VALUE}
+        values = {k: self._resolve(v, refs) for k, v in node.items()}
+        return {k: v for k, v in values.items() if v is not _NO_VALUE}
 
     def _intrinsic(self, fn: str, arg: Any, refs: Mapping[str, Any]) -> Any:
         if fn == "Ref":
