@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from captioner import handler
+from captioner_tools.local.atomic import serialize_moto
 from captioner_tools.local.template import table_definition
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.openai import FakeOpenAI
@@ -95,7 +96,12 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @contextlib.contextmanager
 def moto_stack() -> Iterator[Aws]:
-    """In-process moto with the test bucket (versioned) and the table from template.yaml."""
+    """In-process moto with the test bucket (versioned) and the table from template.yaml.
+
+    DynamoDB applies each write atomically; moto does not (a transaction's copy of the table
+    can meet another thread's update): records run concurrently, so writes are serialized
+    as the local stack does (captioner_tools.local.atomic)."""
+    serialize_moto()
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
