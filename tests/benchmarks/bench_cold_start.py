@@ -79,7 +79,8 @@ def _from_env_ms(handler: Any) -> float:
 
 def baseline() -> dict[str, float]:
     """The least any such function pays: import boto3 and httpx, make the clients it
-    captions with (S3, DynamoDB, an HTTP client), as ``App.from_env`` configures them."""
+    captions with (S3, DynamoDB, EventBridge, an HTTP client), as ``App.from_env`` configures
+    them."""
     start = time.perf_counter()
     import boto3
     import httpx
@@ -91,6 +92,7 @@ def baseline() -> dict[str, float]:
     cfg = BotoConfig(max_pool_connections=10, retries={"mode": "standard", "max_attempts": 3})
     session.client("s3", config=cfg)
     session.client("dynamodb", config=cfg)
+    session.client("events", config=cfg)  # "Caption Status Changed" events (on by default)
     httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
     return {"import_ms": import_ms, "clients_ms": ms_since(start)}
 
@@ -324,7 +326,9 @@ def report_baseline(inits: list[dict], bases: list[dict]) -> None:
 
     handler_ms = [r["import_ms"] + r["from_env_ms"] for r in inits]
     base_ms = [r["import_ms"] + r["clients_ms"] for r in bases]
-    print("\nagainst a bare process (import boto3 + httpx, make S3, DynamoDB, HTTP clients):")
+    print(
+        "\nagainst a bare process (import boto3 + httpx; S3, DynamoDB, EventBridge, HTTP clients):"
+    )
     print(summary("  handler: import + App.from_env()", handler_ms))
     print(summary("  bare: import boto3, httpx", [r["import_ms"] for r in bases]))
     print(summary("  bare: make the clients", [r["clients_ms"] for r in bases]))
