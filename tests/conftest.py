@@ -95,7 +95,14 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @contextlib.contextmanager
 def moto_stack() -> Iterator[Aws]:
-    """In-process moto with the test bucket (versioned) and the table from template.yaml."""
+    """In-process moto with the test bucket (versioned) and the table from template.yaml.
+
+    moto's own TransactWriteItems deep-copies the whole table, which races with another
+    thread's write (records of a batch run concurrently): the local stack's item-level
+    version is installed here too."""
+    from captioner_tools.local import mototransactions
+
+    mototransactions.install()
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
