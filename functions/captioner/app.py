@@ -3,82 +3,35 @@ and the batch loop that turns an event into per-object work."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config as BotoConfig
 
 from captioner.announce import Announcer, EventBridgePublisher
+from captioner.batch import SqsRecord, process_batch
+from captioner.budget import DailyBudget
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
 from captioner.fallback import FallbackChain
+from captioner.limits import Ticket, TimeShare
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
-from captioner.pipeline import Attempt, Outcome, Pipeline, RetryLater
+from captioner.pipeline import Attempt, ComeBackLater, Outcome, Pipeline, RetryLater
 from captioner.providers import make_provider
 from captioner.providers.base import CaptionProvider
+from captioner.requeue import Requeue, waits_of
 from captioner.store import CaptionStore
+from captioner.sweep import BudgetSweep, is_sweep, is_sweep_message
 
 # Stop starting provider work this long before the Lambda deadline, so results are written
 # and the batch response is returned before the runtime is frozen.
 SAFETY_MARGIN_S = 8.0
 MIN_RECORD_SECONDS = 3.0  # a record that starts with less than this is retried later
-
-
-class ConcurrentBatchProcessor(BatchProcessor):
-    """Powertools' SQS BatchProcessor, running records on a bounded thread pool.
-
-    The provider is I/O-bound, so threads overlap its latency; each record still succeeds
-    or fails on its own and only failures are reported back to SQS.
-    """
-
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self.max_workers = max_workers
-
-    def process(self) -> list[tuple[Any, ...]]:
-        if len(self.records) <= 1 or self.max_workers == 1:
-            return super().process()
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(self.records))) as pool:
-            return list(pool.map(self._process_record, self.records))
-
-
-class TimeShare:
-    """Shares what is left of an invocation fairly between the records of its batch.
-
-    Records run ``workers`` at a time. A record starting now gets the time left divided by
-    the rounds still to run (itself included), so one slow provider (a 429 with
-    ``retry_after``, a long ``processing`` eta) cannot leave the records queued behind it to
-    start with no time and be failed without ever being tried."""
-
-    def __init__(
-        self, end: float, records: int, workers: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._end = end
-        self._unstarted = records
-        self._workers = max(workers, 1)
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def next_deadline(self) -> float:
-        with self._lock:
-            waiting = max(self._unstarted, 1)
-            self._unstarted -= 1
-        now = self._clock()
-        return now + max(self._end - now, 0.0) / math.ceil(waiting / self._workers)
 
 
 class ProviderCache:
@@ -97,10 +50,31 @@ class ProviderCache:
             return self._made[name]
 
 
+class LazyClient:
+    """A boto3 client made on first use (SQS: only waits and the sweep need it)."""
+
+    def __init__(
+        self, session: Any, service: str, config: BotoConfig, endpoint_url: str | None = None
+    ) -> None:
+        self._session, self._service, self._config = session, service, config
+        self._endpoint_url = endpoint_url
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._session.client(
+                    self._service, config=self._config, endpoint_url=self._endpoint_url
+                )
+            return self._client
+
+
 class App:
-    def __init__(self, config: Config, pipeline: Pipeline) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline, requeue: Requeue | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.requeue = requeue or Requeue(None, lambda: None)
 
     @classmethod
     def from_env(cls) -> App:
@@ -158,26 +132,46 @@ class App:
             provider_for=providers,
             announcer=Announcer(publisher, store, telemetry),
             fallback=fallback,
+            budget=DailyBudget(config.captions_table, dynamodb, config.daily_budget_usd),
         )
-        return cls(config, pipeline)
+        requeue = Requeue(config.queue_url, LazyClient(session, "sqs", boto_cfg, endpoint_url))
+        return cls(config, pipeline, requeue)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if is_sweep(event):
+            return self.sweep()
         records = event.get("Records") if isinstance(event, dict) else None
         if records and all(r.get("eventSource") == "aws:sqs" for r in records):
             return self.handle_sqs(event, context)
         return self.handle_direct(event, context)
 
+    def sweep(self) -> dict[str, Any]:
+        """The schedule's budget sweep: re-queue rows the daily budget parked (sweep.py)."""
+        pipeline = self.pipeline
+        if pipeline.budget is None:
+            return {"room": None, "requeued": 0}
+        report = BudgetSweep(
+            self.config.captions_table,
+            pipeline.store._db,
+            pipeline.budget,
+            self.requeue,
+            pipeline.provider.price_usd,
+        ).run()
+        logger.info("budget sweep", extra={"room": report.room, "requeued": report.requeued})
+        return {"room": report.room, "requeued": report.requeued}
+
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        processor = ConcurrentBatchProcessor(self.config.batch_concurrency)
-        share = TimeShare(_deadline(context), len(event["Records"]), self.config.batch_concurrency)
+        slots = self.pipeline.slots(self.pipeline.provider).size
+        share = TimeShare(_deadline(context), len(event["Records"]), slots)
 
-        def record_handler(record: SQSRecord) -> list[str]:
-            return self._sqs_record(record, context, share.next_deadline())
+        def record_handler(record: SqsRecord) -> list[str]:
+            ticket = share.ticket()
+            try:
+                return self._sqs_record(record, context, ticket)
+            finally:
+                ticket.close()
 
-        response = process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-        return dict(response)
+        return process_batch(event["Records"], record_handler, self.config.batch_concurrency)
 
     def handle_direct(self, event: Any, context: Any) -> dict[str, Any]:
         """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).
@@ -190,14 +184,19 @@ class App:
         outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 
-    def _sqs_record(self, record: SQSRecord, context: Any, deadline: float) -> list[str]:
-        receive_count = int(record.attributes.approximate_receive_count or 1)
+    def _sqs_record(self, record: SqsRecord, context: Any, ticket: Ticket) -> list[str]:
+        receive_count = record.receive_count
+        waits = waits_of(record.message_attributes)
         attempt = Attempt(
-            deadline=deadline,
+            deadline=_deadline(context),
             receive_count=receive_count,
             max_receive_count=self.config.max_receive_count,
             hard_deadline=_end(context),
+            provider_deadline=ticket.deadline,
+            can_wait=self.requeue.can_wait(waits),
         )
+        if is_sweep_message(record.body):  # the schedule's message (template.yaml)
+            return [str(self.sweep()["requeued"])]
         try:
             events = parse_message_body(record.body)
         except Exception:
@@ -209,12 +208,28 @@ class App:
             raise
         if not events:
             logger.info("s3:TestEvent ignored", extra={"message_id": record.message_id})
-        return [
-            self._one(
-                ev, attempt, request_id=_request_id(context), message_id=record.message_id
-            ).status
-            for ev in events
-        ]
+        try:
+            return [
+                self._one(
+                    ev, attempt, request_id=_request_id(context), message_id=record.message_id
+                ).status
+                for ev in events
+            ]
+        except ComeBackLater as wait:
+            return [self._come_back_later(record, waits, wait)]
+
+    def _come_back_later(self, record: SqsRecord, waits: int, wait: ComeBackLater) -> str:
+        """Re-send the message with a delay and consume this copy (no delivery counted);
+        if SQS refuses, fail the record with its visibility set to the wait instead."""
+        try:
+            self.requeue.later(record.body, waits, wait.delay)
+        except Exception:
+            logger.exception("could not re-queue the message; it is retried as a failure")
+            self.requeue.hide(record.receipt_handle, wait.delay)
+            raise RetryLater(str(wait)) from None
+        add_metric("Waits", MetricUnit.Count)
+        logger.info("waiting", extra={"reason": str(wait), "delay_s": round(wait.delay, 1)})
+        return "WAITING"
 
     def _one(self, ev: ObjectEvent, attempt: Attempt, **ids: str | None) -> Outcome:
         keys = {"bucket": ev.bucket, "key": ev.key, "version_id": ev.version_id, **ids}
@@ -224,11 +239,15 @@ class App:
                 # Claiming and paying with seconds left would only be cut off by the timeout.
                 # On the last delivery it runs anyway: with no time for the provider it
                 # records FAILED and why, instead of dead-lettering with no row.
+                if attempt.can_wait:  # never tried: not a failed delivery
+                    raise ComeBackLater("too little time left in this invocation", 0.0)
                 raise RetryLater("too little time left in this invocation")
             outcome = self.pipeline.process(ev, attempt)
             logger.info(
                 "processed", extra={"status": outcome.status, "detail": outcome.detail[:300]}
             )
+        except ComeBackLater:
+            raise  # a wait, not a failure (_come_back_later)
         except RetryLater as exc:
             add_metric("RetryLater", MetricUnit.Count)
             logger.warning(

@@ -191,6 +191,23 @@ class Config:
         "local stack for the real ModelsLab, which cannot reach 127.0.0.1)",
         default="url", choices=("url", "upload"),
     ))  # fmt: skip
+    # -- provider limits and the daily budget (issue 11) ---------------------------------
+    provider_slots: int = setting(Setting(
+        "CAPTION_PROVIDER_SLOTS",
+        "provider requests one instance may have in flight (the template: ProviderConcurrency "
+        "instances of 1 slot each); the `local` provider uses the instance's vCPUs instead",
+        default=1, low=1, high=64,
+    ))  # fmt: skip
+    daily_budget_usd: float = setting(Setting(
+        "CAPTION_DAILY_BUDGET_USD",
+        "daily spend cap in US dollars (UTC days); `0` = no cap (spend is still counted)",
+        default=0.0, low=0.0, high=1_000_000.0,
+    ))  # fmt: skip
+    queue_url: str | None = setting(Setting(
+        "CAPTION_QUEUE_URL",
+        "the caption queue: waits re-send their message there and the budget sweep re-queues "
+        "parked rows; unset, a wait is an ordinary failed delivery and there is no sweep",
+    ))  # fmt: skip
     # -- events, more providers, fallback (issue 13) --------------------------------------
     event_bus: str = setting(Setting(
         "CAPTION_EVENT_BUS",

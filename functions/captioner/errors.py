@@ -19,9 +19,13 @@ class ImageRejected(CaptionerError):
 
 
 class ProviderError(CaptionerError):
-    """Base class for provider failures. ``http_status`` is the HTTP status when there was one."""
+    """Base class for provider failures. ``http_status`` is the HTTP status when there was one.
+
+    ``maybe_charged``: the request reached the provider and its fate is unknown (a reply that
+    timed out), so the spend reserved for it is kept; any other failure was not charged."""
 
     http_status: int | None = None
+    maybe_charged: bool = False
 
 
 class ProviderImageError(ProviderError):
@@ -35,11 +39,19 @@ class ProviderTransientError(ProviderError):
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, http_status: int | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.http_status = http_status
+        # the provider refused for the account's request rate or queue (HTTP 429 or its
+        # words for it): a wait, not a failure, and not charged
+        self.rate_limited = rate_limited or http_status == 429
 
 
 class NoTimeLeft(ProviderTransientError):
@@ -55,9 +67,19 @@ class ProviderConfigError(ProviderError):
     """
 
 
+class ProviderJobGone(ProviderTransientError):
+    """The job queued earlier is gone (expired, failed): only a new, paid request helps.
+
+    Raised instead of paying inside a poll, so the caller decides (and reserves the spend)."""
+
+
 class ProviderPending(ProviderTransientError):
     """The provider queued the job and it was not done in time; retry polls ``job_id``."""
 
-    def __init__(self, message: str, *, job_id: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, job_id: str, retry_after: float | None = None, park: bool = False
+    ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.job_id = job_id
+        # the job will take long (its eta): do not wait for it here, come back later
+        self.park = park

@@ -125,6 +125,7 @@ class Guarded:
         self.name = provider.name
         self.formats = provider.formats
         self.price_usd = provider.price_usd
+        self.cpu_bound = provider.cpu_bound
         self.last_error = ""  # what the last failed call said (shown while the circuit is open)
 
     def caption(

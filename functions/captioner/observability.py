@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from captioner.store import Status
 
 SERVICE = "captioner"
 
+
+class _NoTracer:
+    """Stands in for Powertools' Tracer when tracing is off: the Tracer imports the X-Ray
+    SDK (about 0.2 s, and two botocore clients) even when it will never send a segment."""
+
+    def capture_lambda_handler(
+        self, **_: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return lambda handler: handler
+
+
+def _make_tracer() -> Any:
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        return _NoTracer()
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = _make_tracer()  # tracing on (the template: Tracing Active) pays for X-Ray here
 metrics = Metrics(
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Captioner"), service=SERVICE
 )
@@ -51,6 +72,10 @@ class PowertoolsTelemetry:
 
     def provider_latency(self, provider: str, ms: float) -> None:
         add_metric("ProviderLatency", MetricUnit.Milliseconds, ms)
+
+    def budget_exhausted(self) -> None:
+        add_metric("BudgetExhausted", MetricUnit.Count)
+        logger.warning("daily budget reached: the row waits for the budget sweep")
 
     def retry(self, error: Exception, wait: float) -> None:
         add_metric("ProviderRetries", MetricUnit.Count)

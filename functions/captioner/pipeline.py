@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypedDict
 
 from captioner.announce import Announcer
+from captioner.budget import BudgetExhausted, DailyBudget, Reservation, usd
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -30,11 +32,14 @@ from captioner.errors import (
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
+    ProviderJobGone,
+    ProviderPending,
     ProviderTransientError,
 )
 from captioner.events import ObjectEvent
 from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
+from captioner.limits import NoSlot, ProviderSlots, SlotsByProvider
 from captioner.objects import ObjectMissing
 from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
@@ -53,10 +58,25 @@ from captioner.tags import TagStatus, is_opted_out, plan_caption_tag
 # Leases are wall-clock times compared across Lambda instances: allow for their clocks to
 # disagree by this much.
 LEASE_SKEW_S = 10.0
+# A provider slot is only worth waiting for while this much of the record's time is left.
+MIN_PROVIDER_S = 3.0
+# When a queued job gives no eta, or a 429 no retry_after: come back after this long.
+DEFAULT_JOB_WAIT_S = 15.0
+DEFAULT_RATE_LIMIT_WAIT_S = 5.0
 
 
 class RetryLater(CaptionerError):
     """The message must be retried by SQS (and dead-lettered when retries run out)."""
+
+
+class ComeBackLater(RetryLater):
+    """Not a failure: the message should come back in about ``delay`` seconds. Raised only
+    when ``Attempt.can_wait``; the caller then re-queues the message without counting a
+    delivery (``requeue.py``)."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,11 @@ class Attempt:
     max_receive_count: int | None = 5
     # time.monotonic() at which the invocation ends (Lambda's timeout); defaults to deadline
     hard_deadline: float | None = None
+    # the record's provider deadline, asked for once it holds a provider slot (its fair
+    # share of what is left: limits.TimeShare); None = ``deadline``
+    provider_deadline: Callable[[], float] | None = None
+    # waits (429, a long job, no slot) may re-queue the message without counting a delivery
+    can_wait: bool = False
 
     @property
     def is_last(self) -> bool:
@@ -100,6 +125,8 @@ class _Work:
     captioned: bool = False  # the paid caption is on the row: never record a retry over it
     fresh: bool = False  # this delivery paid for the caption (not an earlier one's)
     fallback_reason: str | None = None  # why a fallback provider is the one asked
+    tags: Future[list[tuple[str, str]]] | None = None  # the tags read again after the call
+    prepaid: Reservation | None = None  # spend reserved before the slot, for the first request
 
 
 class Pipeline:
@@ -115,6 +142,8 @@ class Pipeline:
         sleep: Callable[[float], None] = time.sleep,
         announcer: Announcer | None = None,
         fallback: FallbackChain | None = None,
+        budget: DailyBudget | None = None,
+        slots: Callable[[CaptionProvider], ProviderSlots] | None = None,
     ) -> None:
         self.config = config
         self.objects = objects
@@ -127,6 +156,12 @@ class Pipeline:
         # "Caption Status Changed" events (announce.py); off without a publisher
         self.announcer = announcer or Announcer(None, store)
         self.fallback = fallback  # CAPTION_FALLBACK_PROVIDERS (fallback.py); None: none
+        self.budget = budget  # the daily spend cap (budget.py); None: nothing counted
+        self.slots = slots or SlotsByProvider(config.provider_slots)  # limits.py
+        # Independent AWS calls of one record run side by side (a tag read next to the
+        # header read, the tag re-read next to the durable write): leaf calls only, so
+        # this pool can never deadlock.
+        self._overlap = ThreadPoolExecutor(max_workers=32, thread_name_prefix="overlap")
 
     def process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
         outcome = self._process(event, attempt)
@@ -259,15 +294,23 @@ class Pipeline:
         if paid is not None:  # an earlier delivery paid; only its tag is left to do
             work.captioned = True
             return self._tag_and_finish(work, str(paid["caption"]))
-        tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
-        if is_opted_out(tags, self.config.skip_tag):
+        # The opt-out tag and the image header are read side by side; the tag decides first.
+        tags = self._overlap.submit(self.objects.get_tags, ref.bucket, ref.key, ref.version_id)
+        try:
+            checked: ImageInfo | ImageRejected = check_image(
+                self._prefix_reader(ref), ref.size or 0, self.limits(work.provider)
+            )
+        except ImageRejected as exc:
+            checked = exc
+        finally:
+            opted_out = is_opted_out(tags.result(), self.config.skip_tag)
+        if opted_out:
             reason = f"opted out with tag {self.config.skip_tag}=true"
             return self._save(work, Result(Status.SKIPPED, reason=reason))
-        try:
-            info = check_image(self._prefix_reader(ref), ref.size or 0, self.limits(work.provider))
-        except ImageRejected as exc:
+        if isinstance(checked, ImageRejected):
+            exc = checked
             return self._save(work, Result(Status.REJECTED, reason=exc.reason, format=exc.format))
-        work.image = info
+        info = work.image = checked
         try:
             caption = self._call_provider(work, info)
         except ProviderImageError as exc:
@@ -276,13 +319,23 @@ class Pipeline:
                              provider=work.provider.name, fallback_reason=work.fallback_reason,
                              **_image_fields(info)),
             )  # fmt: skip
+        except BudgetExhausted as exc:
+            return self._park_for_budget(work, exc)
+        except NoSlot as exc:
+            raise self._wait(work, exc, str(exc), 1.0) from exc
         except (ProviderTransientError, ProviderConfigError) as exc:
+            delay = _wait_for(exc)
+            if delay is not None and work.attempt.can_wait:
+                raise self._wait(work, exc, _wait_reason(exc, delay), delay) from exc
             self._record_retry(work, exc)
             raise RetryLater(str(exc)) from exc
         self.telemetry.provider_latency(caption.provider, caption.latency_ms)
         # Paid: make it durable before anything else can fail (the lease stays for the tag).
+        # The tags are read again meanwhile; they are written only once the caption is safe.
+        work.tags = self._overlap.submit(self.objects.get_tags, ref.bucket, ref.key, ref.version_id)
         result = _captioned(caption, info, work.fallback_reason)
         if not self.store.save_result(work.claim, result, keep_lease=True):
+            _settle(work.tags)
             return _taken()
         work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
@@ -298,6 +351,26 @@ class Pipeline:
         return lambda n: self.objects.read_prefix(ref.bucket, ref.key, ref.version_id, n)
 
     def _call_provider(self, work: _Work, info: ImageInfo) -> Caption:
+        """The provider call, inside one of this instance's provider slots and paid from
+        the daily budget (``BudgetExhausted`` before any paid request it cannot afford)."""
+        attempt = work.attempt
+        if self.budget is not None and work.job_id is None:
+            # reserved before waiting for the slot, so the slot never waits for the write
+            work.prepaid = self.budget.reserve(work.provider.price_usd)
+        try:
+            with self.slots(work.provider).hold(until=attempt.deadline - MIN_PROVIDER_S):
+                share = (
+                    attempt.provider_deadline() if attempt.provider_deadline else attempt.deadline
+                )
+                # a share too short for one request helps no one: at least MIN_PROVIDER_S
+                share = max(share, time.monotonic() + MIN_PROVIDER_S)
+                return self._call_in_slot(work, info, min(share, attempt.deadline))
+        finally:
+            if work.prepaid is not None and self.budget is not None:  # never used: no request
+                self.budget.refund(work.prepaid)
+                work.prepaid = None
+
+    def _call_in_slot(self, work: _Work, info: ImageInfo, deadline: float) -> Caption:
         ref = work.claim.ref
         size_limit = self.config.max_image_bytes
         image = ImageSource(
@@ -314,10 +387,19 @@ class Pipeline:
 
             def once() -> Caption:
                 # reads work.job_id anew each time: a job queued by the previous try is polled
-                return provider.caption(
-                    image, self.config.length, deadline=deadline, job_id=work.job_id,
+                # (free); a request for a new job is paid, so its spend is reserved first
+                if work.job_id is not None:
+                    try:
+                        return provider.caption(
+                            image, self.config.length, deadline=deadline, job_id=work.job_id,
+                            on_job=partial(self._remember_job, work),
+                        )  # fmt: skip
+                    except ProviderJobGone:
+                        work.job_id = None
+                return self._paid(work, provider, lambda: provider.caption(
+                    image, self.config.length, deadline=deadline,
                     on_job=partial(self._remember_job, work),
-                )  # fmt: skip
+                ))  # fmt: skip
 
             return call_with_retries(
                 once, deadline=deadline, backoff=self.backoff,
@@ -326,11 +408,32 @@ class Pipeline:
 
         if self.fallback is None or work.requested or work.job_id:
             # no fallbacks; a provider asked for by name; or a job to poll: that provider only
-            return attempt(work.provider, work.attempt.deadline, None)
+            return attempt(work.provider, deadline, None)
         return self.fallback.caption(
-            work.provider, info.format, attempt, deadline=work.attempt.deadline,
+            work.provider, info.format, attempt, deadline=deadline,
             job_pending=lambda: work.job_id is not None,
         )  # fmt: skip
+
+    def _paid(
+        self, work: _Work, provider: CaptionProvider, request: Callable[[], Caption]
+    ) -> Caption:
+        """A paid request, with its price reserved first and given back when it turned out
+        unpaid (a queued job or a reply that may have been charged keeps it)."""
+        reservation, work.prepaid = work.prepaid, None
+        if self.budget is not None:
+            if reservation is not None and reservation.amount != usd(provider.price_usd):
+                self.budget.refund(reservation)  # reserved for the primary; a fallback asks
+                reservation = None
+            if reservation is None:
+                reservation = self.budget.reserve(provider.price_usd)
+        try:
+            return request()
+        except ProviderPending:
+            raise  # a job was queued: paid
+        except ProviderError as exc:
+            if not exc.maybe_charged and self.budget is not None:
+                self.budget.refund(reservation)
+            raise
 
     def _remember_job(self, work: _Work, job_id: str) -> None:
         work.job_id = job_id
@@ -347,7 +450,10 @@ class Pipeline:
         and a caption that landed on a replacement is taken off again.
         """
         ref = work.claim.ref
-        tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
+        if work.tags is not None:  # read next to the durable write
+            tags, work.tags = work.tags.result(), None
+        else:
+            tags = self.objects.get_tags(ref.bucket, ref.key, ref.version_id)
         plan = plan_caption_tag(tags, self.config.tag_key, text, ours=work.claim.our_tag)
         ours = plan.value if plan.status is TagStatus.WRITTEN else None
         if plan.tags is None:
@@ -407,6 +513,32 @@ class Pipeline:
         with contextlib.suppress(Exception):  # the caller re-raises the original error
             self.store.save_result(work.claim, result, keep_lease=False, announce=announce)
 
+    def _wait(self, work: _Work, exc: Exception, reason: str, delay: float) -> RetryLater:
+        """A wait, not a failure: the row says why (PENDING, no lease, the job kept) and the
+        message comes back after ``delay`` without counting a delivery when it can."""
+        if not work.attempt.can_wait:
+            self._record_retry(work, exc)
+            return RetryLater(str(exc))
+        result = Result(
+            Status.PENDING, reason=reason, last_error=str(exc)[:1000],
+            provider=work.provider.name, provider_job_id=work.job_id,
+            fallback_reason=work.fallback_reason, **_image_fields(work.image),
+        )  # fmt: skip
+        with contextlib.suppress(Exception):  # the wait happens either way
+            self.store.save_result(work.claim, result, keep_lease=False)
+        return ComeBackLater(reason, delay)
+
+    def _park_for_budget(self, work: _Work, exc: BudgetExhausted) -> Outcome:
+        """Over today's cap: no provider call. The row stays PENDING with the reason and the
+        message is consumed; the budget sweep re-queues the row when money is available
+        (sweep.py), so nothing is lost and nothing is dead-lettered for the budget."""
+        self.telemetry.budget_exhausted()
+        result = Result(
+            Status.PENDING, reason=exc.reason, provider=work.provider.name,
+            provider_job_id=work.job_id, **_image_fields(work.image),
+        )  # fmt: skip
+        return self._save(work, result)
+
     def _save(self, work: _Work, result: Result) -> Outcome:
         announce = self._announce(work, result.status)
         if not self.store.save_result(work.claim, result, announce=announce):
@@ -417,6 +549,29 @@ class Pipeline:
         """The event callback for a final write of this delivery, or None: no news."""
         previous = work.claim.previous if work.claim.same_revision else None
         return self.announcer.for_transition(previous, status, paid=work.fresh)
+
+
+def _wait_for(exc: Exception) -> float | None:
+    """How long to wait before trying again, when the error is a wait and not a failure:
+    a job still processing (its eta), or a rate limit (its retry_after)."""
+    if isinstance(exc, ProviderPending):
+        return exc.retry_after or DEFAULT_JOB_WAIT_S
+    if isinstance(exc, ProviderTransientError) and exc.rate_limited:
+        return exc.retry_after or DEFAULT_RATE_LIMIT_WAIT_S
+    return None
+
+
+def _wait_reason(exc: Exception, delay: float) -> str:
+    if isinstance(exc, ProviderPending):
+        return f"waiting for provider job {exc.job_id}: polled again in about {delay:.0f} s"
+    return f"provider rate limit: tried again in about {delay:.0f} s"
+
+
+def _settle(future: Future[list[tuple[str, str]]] | None) -> None:
+    """Wait for a side call whose result is no longer needed (and ignore its errors)."""
+    if future is not None:
+        with contextlib.suppress(Exception):
+            future.result()
 
 
 def _taken() -> Outcome:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from captioner.errors import ProviderTransientError
+from captioner.errors import ProviderPending, ProviderTransientError
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ def call_with_retries[T](
         try:
             return fn()
         except ProviderTransientError as exc:
+            if isinstance(exc, ProviderPending) and exc.park:
+                raise  # a long job: its message comes back later instead
             attempt += 1
             wait = backoff.delay(attempt, exc.retry_after, rand)
             if attempt >= backoff.max_attempts or clock() + wait >= deadline:

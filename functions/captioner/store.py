@@ -196,12 +196,14 @@ class Result:
 
 
 # ``event_due``: the final status whose "Caption Status Changed" event is owed (written with
-# the status, removed once PutEvents succeeded; see announce.py).
+# the status, removed once PutEvents succeeded; see announce.py). ``requeued_at``: the budget
+# sweep's mark (sweep.py); any result written removes it.
 RESULT_FIELDS = (
     *(f.name for f in fields(Result)),
     "provider_job_rev",
     "deleted_at",
     EVENT_DUE,
+    "requeued_at",
 )
 
 

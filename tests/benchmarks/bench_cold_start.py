@@ -57,13 +57,42 @@ def ms_since(start: float) -> float:
 def child(mode: str, job_path: str | None, out_path: str) -> None:
     for name in NOT_IN_PACKAGE:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    if mode == "baseline":
+        Path(out_path).write_text(json.dumps(baseline()))
+        return
     start = time.perf_counter()
     from captioner import handler
 
     result = {"import_ms": ms_since(start), "rss_import_mb": peak_rss_mb()}
+    if mode == "init":
+        result |= {"from_env_ms": _from_env_ms(handler)}
     if mode == "invoke" and job_path:
         result |= first_invocation(handler, json.loads(Path(job_path).read_text()))
     Path(out_path).write_text(json.dumps(result))
+
+
+def _from_env_ms(handler: Any) -> float:
+    start = time.perf_counter()
+    handler.get_app()
+    return ms_since(start)
+
+
+def baseline() -> dict[str, float]:
+    """The least any such function pays: import boto3 and httpx, make the clients it
+    captions with (S3, DynamoDB, an HTTP client), as ``App.from_env`` configures them."""
+    start = time.perf_counter()
+    import boto3
+    import httpx
+    from botocore.config import Config as BotoConfig
+
+    import_ms = ms_since(start)
+    start = time.perf_counter()
+    session = boto3.session.Session()
+    cfg = BotoConfig(max_pool_connections=10, retries={"mode": "standard", "max_attempts": 3})
+    session.client("s3", config=cfg)
+    session.client("dynamodb", config=cfg)
+    httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+    return {"import_ms": import_ms, "clients_ms": ms_since(start)}
 
 
 def first_invocation(handler: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +317,22 @@ def report_runs(n: int, imports: list[dict], invokes: dict[str, list[dict]]) -> 
         print(summary("  peak RSS without moto (estimate)", own, "MB"))
 
 
+def report_baseline(inits: list[dict], bases: list[dict]) -> None:
+    """Import + set-up of the handler against a bare process that imports boto3 and httpx
+    and makes its clients (both modelslab, tracing off, the same bytecode)."""
+    import statistics
+
+    handler_ms = [r["import_ms"] + r["from_env_ms"] for r in inits]
+    base_ms = [r["import_ms"] + r["clients_ms"] for r in bases]
+    print("\nagainst a bare process (import boto3 + httpx, make S3, DynamoDB, HTTP clients):")
+    print(summary("  handler: import + App.from_env()", handler_ms))
+    print(summary("  bare: import boto3, httpx", [r["import_ms"] for r in bases]))
+    print(summary("  bare: make the clients", [r["clients_ms"] for r in bases]))
+    print(summary("  bare: both", base_ms))
+    ratio = statistics.median(handler_ms) / statistics.median(base_ms)
+    print(f"  handler / bare (medians) = {ratio:.2f}")
+
+
 def report_imports(n: int, runs: list[list[tuple[str, int, float, float]]]) -> None:
     import statistics
 
@@ -300,7 +345,7 @@ def report_imports(n: int, runs: list[list[tuple[str, int, float, float]]]) -> N
     print(f"  {'all of captioner.handler':52} {'':8} {total:8.1f}  ms")
 
 
-def run(n: int, *, cached: bool) -> None:
+def run(n: int, *, cached: bool, compare_only: bool = False) -> None:
     import tempfile
 
     from tests.conftest import API_KEY, TABLE
@@ -312,16 +357,23 @@ def run(n: int, *, cached: bool) -> None:
             workdir = Path(tmp)
             job = make_job(workdir)
             env = bytecode_env(bench_env(fake.url, TABLE, API_KEY), job, workdir, cached=cached)
-            imports = [spawn("import", job, env, workdir) for _ in range(n)]
-            invokes = {}
-            for provider in PROVIDERS:
-                provider_env = env | {"CAPTION_PROVIDER": provider}
-                invokes[provider] = [spawn("invoke", job, provider_env, workdir) for _ in range(n)]
-            import_runs = [import_times(env) for _ in range(n)]
+            if not compare_only:
+                imports = [spawn("import", job, env, workdir) for _ in range(n)]
+                invokes = {}
+                for provider in PROVIDERS:
+                    provider_env = env | {"CAPTION_PROVIDER": provider}
+                    invokes[provider] = [
+                        spawn("invoke", job, provider_env, workdir) for _ in range(n)
+                    ]
+                import_runs = [import_times(env) for _ in range(n)]
+            inits = [spawn("init", job, env, workdir) for _ in range(n)]
+            bases = [spawn("baseline", job, env, workdir) for _ in range(n)]
     finally:
         fake.stop()
-    report_runs(n, imports, invokes)
-    report_imports(n, import_runs)
+    if not compare_only:
+        report_runs(n, imports, invokes)
+        report_imports(n, import_runs)
+    report_baseline(inits, bases)
     print(f"\nbytecode: {'cached' if cached else 'compiled in every process (--no-pyc)'}")
 
 
@@ -333,9 +385,12 @@ def main() -> None:
     parser.add_argument(
         "--no-pyc", action="store_true", help="no cached bytecode outside the stdlib, as in Lambda"
     )
+    parser.add_argument(
+        "--compare", action="store_true", help="only handler vs a bare boto3 + httpx process"
+    )
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]  # this checkout, installed or not
-    run(args.n, cached=not args.no_pyc)
+    run(args.n, cached=not args.no_pyc, compare_only=args.compare)
 
 
 def child_main(argv: list[str]) -> None:

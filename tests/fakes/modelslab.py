@@ -67,6 +67,13 @@ class FakeModelsLab:
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0  # the most answered at once: shows client concurrency
         self._jobs = 0
+        # The account's limit of requests in progress (ModelsLab's queued requests): caption
+        # requests beyond it are answered 429 at once; None = no limit.
+        self.limit: int | None = None
+        self.limit_retry_after = 1.0
+        self.limited: list[float] = []  # times of the 429s the limit answered
+        self.captions = 0  # caption requests in progress (what the limit counts)
+        self.busy_spans: list[tuple[float, float]] = []  # (start, end) of accepted captions
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,16 +84,28 @@ class FakeModelsLab:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_raw": raw.decode("utf-8", "replace")}
-                reply = fake._answer(self.path, body)
+                paid = self.path.endswith("/image_editing/caption")
                 with fake._lock:
+                    over = paid and fake.limit is not None and fake.captions >= fake.limit
+                    if over:
+                        fake.limited.append(time.monotonic())
                     fake.in_flight += 1
+                    fake.captions += paid and not over
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                started = time.monotonic()
                 try:
-                    if reply.delay:
-                        time.sleep(reply.delay)
+                    if over:
+                        reply = fake._answer(self.path, body, limited=True)
+                    else:
+                        reply = fake._answer(self.path, body)
+                        if reply.delay:
+                            time.sleep(reply.delay)
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+                        if paid and not over:
+                            fake.captions -= 1
+                            fake.busy_spans.append((started, time.monotonic()))
                 data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
                 try:
                     self.send_response(reply.status)
@@ -159,11 +178,18 @@ class FakeModelsLab:
     def polls(self) -> list[Request]:
         return [r for r in self.requests if "/image_editing/fetch/" in r.path]
 
-    def _answer(self, path: str, body: dict[str, Any]) -> Reply:
+    def _answer(self, path: str, body: dict[str, Any], *, limited: bool = False) -> Reply:
         request = Request(path, body)
         with self._lock:
             self.requests.append(request)
-        request.reply = self._choose(path, body)
+        if limited:
+            retry = self.limit_retry_after
+            request.reply = Reply(
+                {"status": "error", "message": "Rate limit exceeded", "retry_after": retry},
+                status=429,
+            )
+        else:
+            request.reply = self._choose(path, body)
         return request.reply
 
     def _choose(self, path: str, body: dict[str, Any]) -> Reply:

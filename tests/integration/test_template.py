@@ -253,8 +253,11 @@ def test_parameters(template: dict[str, Any]) -> None:
     assert params["CaptionLength"]["AllowedValues"] == ["short", "normal", "long"]
     assert params["ModelsLabApiUrl"]["Default"] == "https://modelslab.com/api/v6"
     assert params["MaxReceiveCount"]["Default"] == 5
-    assert params["MaximumConcurrency"]["Default"] == 2
-    assert params["MaximumConcurrency"]["MinValue"] == 2
+    # the smallest ModelsLab plan's queued-request limit; 2 is the SQS event source minimum
+    assert params["ProviderConcurrency"]["Default"] == 5
+    assert params["ProviderConcurrency"]["MinValue"] == 2
+    assert params["DailyBudgetUsd"]["Default"] == 20
+    assert params["DailyBudgetUsd"]["MinValue"] == 0
     for name in ("KeyPrefixFilter", "KeySuffixFilter", "ModelsLabApiKeySecret", "AlarmEmail"):
         assert params[name]["Default"] == "", name
     # modelslab without a key secret is refused at deploy time
@@ -271,7 +274,32 @@ def test_sqs_event_source(template: dict[str, Any]) -> None:
     assert src["BatchSize"] == 10
     assert 0 < src["MaximumBatchingWindowInSeconds"] <= 5
     assert src["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert src["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
+    assert src["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "ProviderConcurrency"}}
+
+
+def test_provider_concurrency_is_instances_of_one_slot_each(template: dict[str, Any]) -> None:
+    fn = _function_props(template)
+    variables = fn["Environment"]["Variables"]
+    assert fn["ReservedConcurrentExecutions"] == {"Ref": "ProviderConcurrency"}
+    assert variables["CAPTION_PROVIDER_SLOTS"] == "1"
+    # one record at the provider, others doing their AWS work meanwhile
+    assert int(variables["CAPTION_BATCH_CONCURRENCY"]) >= 2
+    assert variables["CAPTION_DAILY_BUDGET_USD"] == {"Ref": "DailyBudgetUsd"}
+    assert variables["CAPTION_QUEUE_URL"] == {"Ref": "CaptionQueue"}
+
+
+def test_budget_sweep_schedule_and_alarm(template: dict[str, Any]) -> None:
+    from captioner.sweep import SWEEP_EVENT, is_sweep_message
+
+    rule = template["Resources"]["BudgetSweepSchedule"]["Properties"]
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["CaptionQueue", "Arn"]}
+    assert json.loads(target["Input"]) == SWEEP_EVENT and is_sweep_message(target["Input"])
+    alarm = template["Resources"]["CaptionBudgetAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("Captioner", "BudgetExhausted")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "captioner"}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
 
 
 # ------------------------------------------------------------------ IAM
@@ -406,15 +434,18 @@ def test_queues_encryption_redrive_and_retention(
 
 
 def test_queue_policy_admits_only_the_upload_bucket(resources: dict[str, Any]) -> None:
-    """The default stack; with ExistingBucketNames EventBridge's rule is admitted too
-    (test_template_security.py)."""
+    """The default stack: S3 from the upload bucket, and the budget sweep's schedule; with
+    ExistingBucketNames EventBridge's rule is admitted too (test_template_security.py)."""
     res = resources
     policy = _props(res, "CaptionQueuePolicy")
     assert policy["Queues"] == ["${CaptionQueue}"]
     statements = policy["PolicyDocument"]["Statement"]
     allows = [s for s in statements if s["Effect"] == "Allow"]
-    assert len(allows) == 1
-    (allow,) = allows
+    assert [s["Sid"] for s in allows] == [
+        "AllowUploadBucketNotifications",
+        "AllowBudgetSweepSchedule",
+    ]
+    allow = allows[0]
     assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
     assert _as_list(allow["Action"]) == ["sqs:SendMessage"]
     cond = allow["Condition"]

@@ -37,6 +37,8 @@ EXISTING = "photos, scans.example.com"  # CloudFormation trims each member
 EXISTING_NAMES = ["photos", "scans.example.com"]
 EMAIL = "ops@example.com"
 # What CloudFormation names the resources it names itself: <stack>-<logical id>-<suffix>
+# CloudFormation names rules <stack>-<logical id>-<suffix>
+SWEEP_ARN = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/captioner-BudgetSweepSchedule-1A2B3C4D5E6F"
 RULE_ARN = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/captioner-ExistingBucketsRule-1A2B3C4D5E6F"
 LOG_GROUP_ARN = (
     f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:captioner-CaptionFunctionLogGroup-AbCdEf123456"
@@ -293,7 +295,11 @@ def test_without_a_kms_key_encryption_stays_aws_managed(template: dict[str, Any]
 def test_function_role_may_only_decrypt_with_the_key_through_its_services(
     template: dict[str, Any],
 ) -> None:
-    (statement,) = role_statements(stack(template, KmsKeyArn=KEY), "kms:")
+    statement, send = role_statements(stack(template, KmsKeyArn=KEY), "kms:")
+    # sending to the encrypted caption queue (waits, the budget sweep): a data key via SQS
+    assert as_list(send["Action"]) == ["kms:GenerateDataKey"]
+    assert send["Condition"] == {"StringEquals": {"kms:ViaService": f"sqs.{REGION}.amazonaws.com"}}
+    assert as_list(send["Resource"]) == [KEY]
     assert statement["Effect"] == "Allow"
     assert as_list(statement["Action"]) == ["kms:Decrypt"]
     assert as_list(statement["Resource"]) == [KEY]
@@ -320,7 +326,7 @@ def _kms_needs(res: dict[str, Any]) -> list[tuple[str, set[str], dict[str, str]]
     """(service principal, actions, request context) for every service that writes into a
     resource of the stack encrypted with KEY, derived from the resolved stack."""
     needs = []
-    placeholders = {"${ExistingBucketsRule.Arn}": RULE_ARN}
+    placeholders = {"${ExistingBucketsRule.Arn}": RULE_ARN, "${BudgetSweepSchedule.Arn}": SWEEP_ARN}
     for name, r in res.items():
         p = r["Properties"]
         if r["Type"] == "AWS::SQS::QueuePolicy":
@@ -457,11 +463,11 @@ def test_subnets_and_security_groups_are_required_together(template: dict[str, A
 def test_reserved_concurrency_is_the_event_source_maximum(template: dict[str, Any]) -> None:
     fn = template["Resources"]["CaptionFunction"]["Properties"]
     (event,) = fn["Events"].values()
-    assert fn["ReservedConcurrentExecutions"] == {"Ref": "MaximumConcurrency"}
+    assert fn["ReservedConcurrentExecutions"] == {"Ref": "ProviderConcurrency"}
     assert event["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {
-        "Ref": "MaximumConcurrency"
+        "Ref": "ProviderConcurrency"
     }
-    fn = props(stack(template, MaximumConcurrency="7"), "CaptionFunction")
+    fn = props(stack(template, ProviderConcurrency="7"), "CaptionFunction")
     assert fn["ReservedConcurrentExecutions"] == "7"
     assert fn["Events"]["Uploads"]["Properties"]["ScalingConfig"]["MaximumConcurrency"] == "7"
 
@@ -513,7 +519,11 @@ def test_queue_policies_admit_eventbridge_only_from_the_rule(template: dict[str,
         ("CaptionDeadLetterQueuePolicy", "CaptionDeadLetterQueue"),
     ):
         statements = allows(props(res, policy_id)["PolicyDocument"]["Statement"])
-        (events,) = [s for s in statements if s["Principal"] == {"Service": "events.amazonaws.com"}]
+        (events,) = [
+            s for s in statements
+            if s["Principal"] == {"Service": "events.amazonaws.com"}
+            and s.get("Sid") != "AllowBudgetSweepSchedule"
+        ]  # fmt: skip
         assert as_list(events["Action"]) == ["sqs:SendMessage"]
         assert events["Resource"] == "${" + queue + ".Arn}"
         assert events["Condition"] == {"ArnEquals": {"aws:SourceArn": "${ExistingBucketsRule.Arn}"}}
@@ -524,7 +534,14 @@ def test_queue_policies_admit_eventbridge_only_from_the_rule(template: dict[str,
         for p in ("CaptionQueuePolicy", "CaptionDeadLetterQueuePolicy")
         for s in allows(props(plain, p)["PolicyDocument"]["Statement"])
     ]
-    assert principals == [{"Service": "s3.amazonaws.com"}]
+    assert principals == [{"Service": "s3.amazonaws.com"}, {"Service": "events.amazonaws.com"}]
+    # EventBridge only for the budget sweep's schedule, and only into the caption queue
+    (sweep,) = [
+        s for s in allows(props(plain, "CaptionQueuePolicy")["PolicyDocument"]["Statement"])
+        if s["Principal"] == {"Service": "events.amazonaws.com"}
+    ]  # fmt: skip
+    assert sweep["Condition"] == {"ArnEquals": {"aws:SourceArn": "${BudgetSweepSchedule.Arn}"}}
+    assert as_list(sweep["Action"]) == ["sqs:SendMessage"]
 
 
 def _s3_access(res: dict[str, Any]) -> tuple[set[str], set[str]]:

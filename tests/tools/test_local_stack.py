@@ -108,7 +108,7 @@ def test_template_parameters_and_conditions_are_resolved():
         10,
         True,
     )
-    assert event.max_concurrency == parameter_default("MaximumConcurrency")
+    assert event.max_concurrency == parameter_default("ProviderConcurrency")
     with pytest.raises(Exception, match="unknown template parameter"):
         StackTemplate(parameters={"NoSuchParameter": "x"})
 
@@ -118,13 +118,17 @@ def test_conditions_on_list_parameters_are_evaluated_as_cloudformation_does():
     plain = StackTemplate()
     assert not plain.condition("HasExistingBuckets") and not plain.condition("HasVpc")
     assert plain.parameter("ExistingBucketNames") == [""]
-    assert plain.resources_of_type("AWS::Events::Rule") == []  # Condition: HasExistingBuckets
+    # ExistingBucketsRule has Condition: HasExistingBuckets; the budget sweep's is always there
+    assert plain.resources_of_type("AWS::Events::Rule") == ["BudgetSweepSchedule"]
     given = StackTemplate(
         parameters={"ExistingBucketNames": "photos, scans", "SubnetIds": "subnet-a,subnet-b"}
     )
     assert given.condition("HasExistingBuckets") and given.condition("HasVpc")
     assert given.parameter("ExistingBucketNames") == ["photos", "scans"]  # members trimmed
-    assert given.resources_of_type("AWS::Events::Rule") == ["ExistingBucketsRule"]
+    assert given.resources_of_type("AWS::Events::Rule") == [
+        "ExistingBucketsRule",
+        "BudgetSweepSchedule",
+    ]
     fn = given.resolve(given.properties("CaptionFunction"))
     assert fn["VpcConfig"]["SubnetIds"] == ["subnet-a", "subnet-b"]
 

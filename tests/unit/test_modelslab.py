@@ -8,6 +8,7 @@ import pytest
 from captioner.errors import (
     ProviderConfigError,
     ProviderImageError,
+    ProviderJobGone,
     ProviderPending,
     ProviderTransientError,
 )
@@ -131,13 +132,16 @@ def test_a_known_job_is_polled_instead_of_paid_again():
     assert h.seen[0][1] == f"{BASE}/image_editing/fetch/3"
 
 
-def test_a_vanished_job_is_resubmitted():
+def test_a_vanished_job_is_reported_gone_never_paid_inside_the_poll():
+    # The caller pays for the new job itself, after reserving its price (budget.py).
     h = replies(
         {"status": "error", "message": "Job not found"}, {"status": "success", "output": ["New."]}
     )
     p, _ = provider(h)
-    assert p.caption(IMAGE, "normal", deadline=100, job_id="3").text == "New."
-    assert h.seen[1][1] == f"{BASE}/image_editing/caption"
+    with pytest.raises(ProviderJobGone):
+        p.caption(IMAGE, "normal", deadline=100, job_id="3")
+    assert len(h.seen) == 1 and h.seen[0][1] == f"{BASE}/image_editing/fetch/3"
+    assert p.caption(IMAGE, "normal", deadline=100).text == "New."
 
 
 @pytest.mark.parametrize(
@@ -265,11 +269,28 @@ def test_a_blip_while_polling_keeps_the_job_so_the_retry_polls_instead_of_paying
         httpx.Response(404, json={"message": "not found"}),
     ],
 )
-def test_a_dead_job_is_paid_again_rather_than_polled_forever(dead):
-    h = replies(dead, {"status": "success", "output": ["Fresh."]})
+def test_a_dead_job_is_reported_gone_rather_than_polled_forever(dead):
+    h = replies(dead)
     p, _ = provider(h)
-    assert p.caption(IMAGE, "normal", deadline=100, job_id="7").text == "Fresh."
-    assert h.seen[1][1] == f"{BASE}/image_editing/caption"
+    with pytest.raises(ProviderJobGone):
+        p.caption(IMAGE, "normal", deadline=100, job_id="7")
+    assert [u for _, u, _ in h.seen] == [f"{BASE}/image_editing/fetch/7"]
+
+
+def test_a_long_eta_is_not_waited_for_in_the_function():
+    p, clock = provider(replies({"status": "processing", "id": 31, "eta": 45}))
+    with pytest.raises(ProviderPending) as exc:
+        p.caption(IMAGE, "normal", deadline=1000)
+    assert exc.value.park and exc.value.retry_after == 45 and exc.value.job_id == "31"
+    assert clock.slept == []
+
+
+def test_a_429_is_a_rate_limit_with_its_retry_after_and_not_charged():
+    p, _ = provider(replies(httpx.Response(429, json={"retry_after": 7})))
+    with pytest.raises(ProviderTransientError) as exc:
+        p.caption(IMAGE, "normal", deadline=100)
+    assert exc.value.rate_limited and exc.value.retry_after == 7
+    assert not exc.value.maybe_charged
 
 
 def test_a_rate_limited_poll_keeps_the_job():

@@ -58,8 +58,12 @@ class CaptionProvider(Protocol):
     name: str
     #: Pillow format names this provider accepts; the image check rejects anything else.
     formats: frozenset[str]
-    #: What one caption costs (USD), for the spend figures; 0 for the offline model.
+    #: What one caption costs (USD): the spend figures, and what is reserved against the
+    #: daily budget before each paid request (``budget.py``); 0 for the offline model.
     price_usd: float
+    #: True when captions are computed in the function (its vCPUs limit them), False when
+    #: they wait on a remote service (the account's concurrency limit does): ``limits.py``.
+    cpu_bound: bool
 
     def caption(
         self,
@@ -73,7 +77,8 @@ class CaptionProvider(Protocol):
         """Caption one image before ``deadline`` (a ``time.monotonic()`` value).
 
         ``job_id`` is a job this provider queued earlier for the same image: poll it instead
-        of paying again. ``on_job`` is called as soon as the provider queues a job so the
-        caller can store its id.
+        of paying again; when it is gone, raise ``ProviderJobGone`` (never pay inside a poll:
+        the caller reserves the spend of a new request first). ``on_job`` is called as soon
+        as the provider queues a job so the caller can store its id.
         """
         ...

@@ -62,6 +62,7 @@ ClientFor = Callable[[float], Any]  # read timeout → a bedrock-runtime client
 
 class BedrockProvider:
     name = NAME
+    cpu_bound = False  # a remote service: ProviderConcurrency sets its slots (limits.py)
     formats = frozenset(_FORMATS)
 
     def __init__(

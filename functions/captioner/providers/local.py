@@ -179,6 +179,7 @@ class LocalProvider:
     name = "local"
     formats = FORMATS
     price_usd = 0.0  # runs in the function: its Lambda time is the only cost
+    cpu_bound = True  # one caption per vCPU at a time (limits.slots_for)
 
     def __init__(self, model_path: Path | None = None) -> None:
         self.model_path = model_path or DEFAULT_MODEL

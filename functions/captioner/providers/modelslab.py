@@ -27,6 +27,7 @@ from captioner.errors import (
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
+    ProviderJobGone,
     ProviderPending,
     ProviderTransientError,
 )
@@ -34,6 +35,9 @@ from captioner.providers.base import Caption, ImageSource, Length
 
 NAME = "modelslab"
 PRICE_USD = 0.0047  # per caption (pay as you go); MODELSLAB_PRICE_USD overrides it
+# A queued job whose eta is longer than this is not waited for in the function: the caller
+# parks the message and polls the job when it comes back (README: Long jobs).
+PARK_ETA_S = 10.0
 _TEXT_OUTPUT_LIMIT = 64 * 1024
 _UPLOAD_LIMIT = 5 * 1024 * 1024  # ModelsLab's base64_to_url cap
 MIN_REQUEST_BUDGET = 2.0  # seconds; below this a request is not started
@@ -64,6 +68,8 @@ _URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 class ModelsLabProvider:
     name = NAME
     formats = frozenset({"PNG", "JPEG"})
+    price_usd = PRICE_USD
+    cpu_bound = False  # requests wait on the network: the account's limit sets the slots
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class ModelsLabProvider:
         self._clock = clock
         self.poll_initial = 1.0  # seconds before the first poll of a queued job (or its eta)
         self.poll_max = 10.0
+        self.park_eta = PARK_ETA_S
 
     def caption(
         self,
@@ -102,9 +109,11 @@ class ModelsLabProvider:
         key = self._key()
         started = self._clock()
         self._check_budget(deadline)
-        reply = self._poll_existing(job_id, key, deadline) if job_id else None
-        if reply is None:
-            job_id = None  # gone or dead: this request is paid again
+        if job_id:
+            reply = self._poll_existing(job_id, key, deadline)
+            if reply is None:  # the caller pays for a new job (and reserves its spend) first
+                raise ProviderJobGone(f"ModelsLab job {job_id} is gone")
+        else:
             url = image.url or self._upload(image, key, deadline)
             body = {"key": key, "init_image": url, "length": length, "base64": False}
             reply = self._post(f"{self._base}/image_editing/caption", body, key, deadline)
@@ -173,10 +182,12 @@ class ModelsLabProvider:
                 raise ProviderTransientError("ModelsLab queued the job without an id to poll")
             eta = _number(reply.get("eta"))
             wait = min(max(delay, eta or 0.0), 3 * self.poll_max) * (0.8 + 0.4 * random.random())  # noqa: S311
-            if self._clock() + wait + MIN_REQUEST_BUDGET >= deadline:
+            park = (eta or 0.0) > self.park_eta
+            if park or self._clock() + wait + MIN_REQUEST_BUDGET >= deadline:
                 raise ProviderPending(
-                    f"ModelsLab job {job} still processing", job_id=job, retry_after=eta
-                )
+                    f"ModelsLab job {job} still processing", job_id=job, retry_after=eta,
+                    park=park,
+                )  # fmt: skip
             self._sleep(wait)
             delay = min(delay * 2, self.poll_max)
             url = self._fetch_url(reply, job)
@@ -199,17 +210,24 @@ class ModelsLabProvider:
             resp = self._client.post(
                 url, json=body, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
             )
-        except httpx.TimeoutException:
-            raise ProviderTransientError("ModelsLab timed out") from None
+        except httpx.TimeoutException as exc:
+            timed_out = ProviderTransientError("ModelsLab timed out")
+            # a request that was sent may have been taken on (and charged) before the reply
+            timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise timed_out from None
         except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
-            raise ProviderTransientError(
+            failed = ProviderTransientError(
                 f"cannot reach ModelsLab: {_redact(type(exc).__name__ + ': ' + str(exc), key)}"
-            ) from None
+            )
+            failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
+            raise failed from None
         payload = _json(resp)
         code = resp.status_code
         if code == 429:
             raise ProviderTransientError(
-                "ModelsLab rate limit (HTTP 429)", retry_after=_retry_after(resp, payload)
+                "ModelsLab rate limit (HTTP 429)",
+                retry_after=_retry_after(resp, payload),
+                http_status=429,
             )
         if code in (401, 402, 403):
             what = {401: "invalid API key", 402: "insufficient credits", 403: "forbidden"}[code]
@@ -399,7 +417,9 @@ def _error_for(reply: dict[str, Any], key: str, http: int | None = None) -> Exce
         exc: ProviderError = ProviderConfigError(f"ModelsLab: {message}{where}")
     elif _is_transient(raw):
         retry = _number(reply.get("retry_after"))
-        exc = ProviderTransientError(f"ModelsLab: {message}{where}", retry_after=retry)
+        exc = ProviderTransientError(
+            f"ModelsLab: {message}{where}", retry_after=retry, rate_limited=_is_rate_limit(raw)
+        )
     elif _IMAGE_FAULT.search(low):
         exc = ProviderImageError(f"ModelsLab cannot caption this image: {message}{where}")
     else:

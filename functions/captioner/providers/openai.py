@@ -61,6 +61,7 @@ _URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 
 class OpenAIProvider:
     name = NAME
+    cpu_bound = False  # a remote service: ProviderConcurrency sets its slots (limits.py)
     formats = frozenset({"PNG", "JPEG", "WEBP"})
 
     def __init__(

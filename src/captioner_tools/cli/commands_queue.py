@@ -8,7 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from captioner.budget import BUDGET_REASON_PREFIX, read_day
 from captioner.store import RowQuery, Status, now_iso
+from captioner.sweep import count_parked
 from captioner_tools.cli import render
 from captioner_tools.cli.options import deployment_of
 from captioner_tools.cli.queues import queue_depth, redrive
@@ -22,7 +24,8 @@ def status(
     ] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Queue depth, messages in flight, dead-letter depth, rows per status, last errors.
+    """Queue depth, messages in flight, dead-letter depth, rows per status, today's spend
+    against the daily budget, last errors.
 
     Rows per status are COUNT queries on the by-status-updated index: they read (and are
     billed for) every index entry, about 0.5 read units per 4 KB, so a few million rows
@@ -40,11 +43,50 @@ def status(
         "counts": counts,
         "last_errors": failed if errors else [],
         "idle_pending": {"count": idle, "rows": idle_rows if errors else []},
+        "budget": _budget(deployment),
     }
     if as_json:
         render.print_json(report)
     else:
         _print_status(deployment, report)
+
+
+def _budget(deployment: Deployment) -> dict[str, Any]:
+    """Today's spend (UTC) against the cap: the cap the stack is deployed with (its
+    DailyBudgetUsd output), else the one recorded with today's last reservation."""
+    ddb = deployment.client("dynamodb")
+    today = read_day(deployment.table, ddb, now_iso()[:10])
+    cap: float | None = float(today.cap_usd) if today.cap_usd is not None else None
+    try:
+        deployed = deployment.outputs().get("DailyBudgetUsd")
+    except Exception:  # resources named by flags, no stack to ask
+        deployed = None
+    if deployed not in (None, ""):
+        cap = float(deployed)
+    return {
+        "day": today.day,
+        "spent_usd": float(today.spent_usd),
+        "cap_usd": cap,  # 0 = no cap; None = not known (no stack, nothing spent today)
+        "reservations": today.reservations,
+        "refunds": today.refunds,
+        "parked": count_parked(deployment.table, ddb),
+    }
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    spent, cap = budget["spent_usd"], budget["cap_usd"]
+    line = f"{spent:.4f} $ spent on {budget['day']} (UTC)"
+    if cap:
+        style = "bold red" if spent + 1e-9 >= cap or budget["parked"] else "green"
+        line += f" of [{style}]{cap:.2f} $[/] ({100 * spent / cap:.0f} %)"
+    elif cap == 0:
+        line += ", no cap"
+    if budget["parked"]:
+        line += (
+            f"; [bold]{budget['parked']}[/] row(s) PENDING '{BUDGET_REASON_PREFIX} …' "
+            "resume by themselves after 00:00 UTC or when DailyBudgetUsd is raised"
+        )
+    return line
 
 
 def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
@@ -65,6 +107,7 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
         f"[{style}]{dlq['visible']}[/] message(s)"
         + ("  → inspect, fix, then `captioner redrive`" if dlq["visible"] else ""),
     )
+    grid.add_row("Daily budget", _budget_line(report["budget"]))
     render.out.print(grid)
     render.heading("Rows per status")
     table = Table()
@@ -78,7 +121,8 @@ def _print_status(deployment: Deployment, report: dict[str, Any]) -> None:
     if idle["count"]:
         render.heading(f"PENDING with an expired lease: {idle['count']}")
         render.out.print(
-            "No delivery is working on these: each waits for SQS to retry it, or is stuck if "
+            "No delivery is working on these: each waits for SQS to retry it (or, with a "
+            "'daily budget' reason, for the budget sweep), or is stuck if "
             "its message was dead-lettered while the function was dying (timeout, out of "
             "memory). `captioner redrive` or `captioner backfill s3://BUCKET/PREFIX` finishes "
             "them; a caption already paid for is reused, not paid again."

@@ -5,6 +5,7 @@ from __future__ import annotations
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
 DEFAULT_RETRY_DELAY_S = 10  # how long a failed message stays invisible (AWS: 360 s)
+DEFAULT_SCHEDULE_INTERVAL_S = 10.0  # scheduled rules (the budget sweep; AWS: 5 minutes)
 DEFAULT_STACK_NAME = "captioner"
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account

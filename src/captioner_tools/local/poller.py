@@ -131,7 +131,11 @@ class SqsEventSource:
         *,
         region: str = "us-east-1",
         on_batch: Callable[[BatchReport], None] | None = None,
+        on_instance: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_instance`` runs in each invoker thread when it starts, with its name: each
+        invoker is one function instance (Lambda runs every instance in its own process;
+        the handler keeps one App per instance, see ``captioner.handler.instance``)."""
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -139,6 +143,7 @@ class SqsEventSource:
         self.settings = settings
         self.region = region
         self.on_batch = on_batch
+        self.on_instance = on_instance
         self.totals: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,7 +157,9 @@ class SqsEventSource:
     def start(self) -> SqsEventSource:
         self._stop.clear()
         self._invokers = ThreadPoolExecutor(
-            max_workers=max(self.settings.max_concurrency, 1), thread_name_prefix="invoke"
+            max_workers=max(self.settings.max_concurrency, 1),
+            thread_name_prefix="invoke",
+            initializer=self._start_instance,
         )
         self._receiver = threading.Thread(target=self._run, name="sqs-event-source", daemon=True)
         self._receiver.start()
@@ -168,6 +175,10 @@ class SqsEventSource:
             wait_all(list(self._in_flight), timeout=timeout)
             self._invokers.shutdown(wait=False)
             self._invokers = None
+
+    def _start_instance(self) -> None:
+        if self.on_instance is not None:
+            self.on_instance(threading.current_thread().name)
 
     @property
     def running(self) -> bool:

@@ -79,6 +79,17 @@ class LocalNames:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """An EventBridge rule that sends a fixed message to one of the stack's queues on a
+    schedule (the budget sweep): the local stack sends it itself, more often."""
+
+    logical_id: str
+    queue_url: str
+    body: str
+    expression: str  # e.g. rate(5 minutes)
+
+
+@dataclass(frozen=True)
 class Resources:
     """What was made: the value of every ``Ref`` and ``Fn::GetAtt`` (``"Id.Attribute"``) by
     logical id, which logical id plays which role, the function and the stack outputs."""
@@ -89,6 +100,7 @@ class Resources:
     outputs: dict[str, str]
     existing_buckets: tuple[str, ...] = ()  # stand-ins for ExistingBucketNames
     rules: tuple[str, ...] = ()  # names of the EventBridge rules made
+    schedules: tuple[Schedule, ...] = ()  # scheduled rules: the local stack sends their input
 
     @property
     def bucket(self) -> str:
@@ -138,6 +150,8 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
     existing = _create_existing_buckets(template, client("s3"), names)
     rules: dict[str, str] = {}
     for rule_id in template.resources_of_type("AWS::Events::Rule"):
+        if "ScheduleExpression" in template.properties(rule_id):
+            continue  # moto never fires schedules: the local stack sends them (_schedules)
         rules |= _create_rule(template, client("events"), rule_id, names.rule(rule_id), refs)
     refs |= rules
     return Resources(
@@ -147,7 +161,25 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
         template.outputs(refs) | _create_event_log(template, client, names),
         existing_buckets=existing,
         rules=tuple(v for k, v in rules.items() if "." not in k),
+        schedules=_schedules(template, refs),
     )
+
+
+def _schedules(template: StackTemplate, refs: Mapping[str, str]) -> tuple[Schedule, ...]:
+    """Scheduled rules whose target is a queue made here, with a constant input."""
+    queues = {arn: refs[key[: -len(".Arn")]] for key, arn in refs.items() if key.endswith(".Arn")}
+    found = []
+    for logical_id in template.resources_of_type("AWS::Events::Rule"):
+        props = template.resolve(template.properties(logical_id), refs)
+        if "ScheduleExpression" not in props:
+            continue
+        for target in props.get("Targets", []):
+            url = queues.get(target.get("Arn"))
+            if isinstance(url, str) and url.startswith("http") and "Input" in target:
+                found.append(
+                    Schedule(logical_id, url, target["Input"], props["ScheduleExpression"])
+                )
+    return tuple(found)
 
 
 def _create_event_log(

@@ -31,9 +31,11 @@ from captioner.config import Config
 from captioner.handler import handler_for
 from captioner.store import CaptionReader
 from captioner_tools.errors import LocalStackError
+from captioner_tools.local.atomic import serialize_moto
 from captioner_tools.local.defaults import (
     DEFAULT_PORT,
     DEFAULT_RETRY_DELAY_S,
+    DEFAULT_SCHEDULE_INTERVAL_S,
     DEFAULT_STACK_NAME,
     DUMMY_CREDENTIALS,
     HOST,
@@ -87,12 +89,15 @@ class LocalStack:
         wait_time_s: int = 1,
         log_level: str | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
+        schedule_interval_s: float = DEFAULT_SCHEDULE_INTERVAL_S,
     ) -> None:
         """``visibility_timeout``: seconds a failed message stays invisible before its retry
         (AWS: the queue's VisibilityTimeout, 360 s in the template). ``env``: extra
         variables for the handler (they win over the template's and the shell's).
         ``register_stack`` records the stack's outputs in moto's CloudFormation, so the CLI
         finds the resources by stack name as it does in AWS (costs ~1.5 s at first start).
+        ``schedule_interval_s``: how often the template's scheduled rules (the budget sweep,
+        every 5 minutes in AWS) send their message here; 0 = never.
         """
         self.port = port
         self.visibility_timeout = visibility_timeout
@@ -108,6 +113,9 @@ class LocalStack:
         self.wait_time_s = wait_time_s
         self.log_level = log_level
         self.on_batch = on_batch
+        self.schedule_interval_s = schedule_interval_s
+        self._schedules_stop = threading.Event()
+        self._scheduler: threading.Thread | None = None
         self._resources: Resources | None = None
         self.poller: SqsEventSource | None = None
         self.ignored_variables: list[str] = []
@@ -117,6 +125,11 @@ class LocalStack:
         self._env = EnvironmentPatch()
         self._old_log_level: int | None = None
         self._app: App | None = None
+        # Each invoker thread of the event source is one function instance with its own App
+        # (clients, provider slots), as separate Lambda containers are (instance_app).
+        self._instance = threading.local()
+        self._instance_apps: dict[str, App] = {}
+        self._apps_lock = threading.Lock()
 
     # -- what callers read --------------------------------------------------------------------
 
@@ -179,6 +192,20 @@ class LocalStack:
         if self._app is None:
             raise LocalStackError("the local stack is not started")
         return self._app
+
+    def instance_app(self) -> App:
+        """The app of the instance (invoker thread) running now: built on its first
+        invocation from the same environment as ``app``; ``app`` outside the event source."""
+        name = getattr(self._instance, "name", None)
+        if name is None:
+            return self.app
+        with self._apps_lock:
+            if name not in self._instance_apps:
+                self._instance_apps[name] = self._build_app(self.handler_environment())
+            return self._instance_apps[name]
+
+    def _name_instance(self, name: str) -> None:
+        self._instance.name = name
 
     def client(self, service: str) -> Any:
         """A boto3 client for this stack (explicit endpoint and dummy credentials, so the
@@ -262,6 +289,7 @@ class LocalStack:
             self._enter_environment()
             if self.poll:
                 self.start_poller()
+                self._start_schedules()
         except BaseException:
             self.stop()
             raise
@@ -270,6 +298,10 @@ class LocalStack:
     def stop(self) -> None:
         """Stop polling (invocations under way finish), restore the environment, discard
         every resource and stop the server. Safe to call twice."""
+        self._schedules_stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join(10)
+            self._scheduler = None
         self.stop_poller()
         self._leave_environment()
         if self._server is not None:
@@ -297,7 +329,7 @@ class LocalStack:
             FunctionTarget(
                 name=self.names.function,
                 # the template's captioner.handler.lambda_handler, running this stack's app
-                handler=handler_for(lambda: self.app),
+                handler=handler_for(self.instance_app),
                 timeout_s=function.timeout_s,
                 memory_mb=function.memory_mb,
             ),
@@ -312,7 +344,28 @@ class LocalStack:
             ),
             region=REGION,
             on_batch=self.on_batch,
+            on_instance=self._name_instance,
         ).start()
+
+    def run_schedules(self) -> None:
+        """Send every scheduled rule's message now (what EventBridge does on its schedule)."""
+        for schedule in self.resources.schedules:
+            self.client("sqs").send_message(QueueUrl=schedule.queue_url, MessageBody=schedule.body)
+
+    def _start_schedules(self) -> None:
+        if self.schedule_interval_s <= 0 or not self.resources.schedules:
+            return
+        self._schedules_stop.clear()
+
+        def tick() -> None:
+            while not self._schedules_stop.wait(self.schedule_interval_s):
+                try:
+                    self.run_schedules()
+                except Exception as exc:  # the endpoint is going away: the next tick retries
+                    log.debug("scheduled message not sent: %s", exc)
+
+        self._scheduler = threading.Thread(target=tick, name="schedules", daemon=True)
+        self._scheduler.start()
 
     def stop_poller(self) -> None:
         if self.poller is not None:
@@ -323,6 +376,8 @@ class LocalStack:
         it is now, e.g. after changing a variable."""
         self._shell_env = dict(os.environ)
         self._app = self._build_app(self.handler_environment())
+        with self._apps_lock:
+            self._instance_apps.clear()
 
     def _build_app(self, environment: Mapping[str, str | None]) -> App:
         """The app Lambda would build from ``environment``, its AWS calls sent to moto."""
@@ -343,6 +398,7 @@ class LocalStack:
 
         motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
         mototransactions.install()  # transactions that do not copy the whole table
+        serialize_moto()  # conditional writes and receives as atomic as AWS's
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
@@ -375,6 +431,8 @@ class LocalStack:
         if self._env.active:
             self._env.restore()
         self._app = None
+        with self._apps_lock:
+            self._instance_apps.clear()
 
 
 def _check_port_free(host: str, port: int) -> None:

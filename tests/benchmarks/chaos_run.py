@@ -1,0 +1,266 @@
+"""Chaos run: many uploads through the local stack while the provider misbehaves, duplicates
+arrive, the provider's limit is enforced and the daily budget runs out part-way. Is anything
+lost or paid twice?
+
+    .venv/bin/python tests/benchmarks/chaos_run.py            # 10,000 uploads
+    .venv/bin/python tests/benchmarks/chaos_run.py --quick    # 1,000 uploads
+
+The local stack (moto's server, the template's resources and settings: ProviderConcurrency
+instances of one provider slot each, batches of 10, the budget sweep's schedule every 2 s
+instead of 5 minutes, failed messages back after 2 s instead of 360 s) captions with the
+fake ModelsLab, which:
+
+- allows ``--limit`` (5) caption requests in progress and answers 429 beyond;
+- answers about ``--faults`` (20 %) of caption requests with a transient fault, in equal
+  parts: HTTP 502, an explicit 429 with ``retry_after``, a stall past the client's timeout
+  (then 503: never charged), and a queued job (``processing``) whose eta is 2 s or 12 s (the
+  long ones are parked: their message comes back after the eta and polls the job);
+- takes ``--seconds`` (0.1) per caption otherwise.
+
+About ``--duplicates`` (10 %) of the uploads get a second copy of their S3 notification:
+half at once (delivered concurrently with the original), half a few seconds later. The daily
+budget pays for half of the uploads; once it is spent and the queue is empty the run raises
+it (a stack update), and the sweep must resume the parked rows by itself.
+
+It prints uploads, final rows per status, lost (uploads with no final row), paid twice
+(images the fake charged more than once), dead-lettered messages, wall time and captions/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch to read them
+sys.path[:0] = [str(ROOT), str(ROOT / "functions"), str(ROOT / "src")]
+
+from captioner.budget import read_day  # noqa: E402
+from captioner.store import FINAL_STATUSES, from_item, now_iso  # noqa: E402
+from captioner_tools.local.stack import LocalStack  # noqa: E402
+from tests import images  # noqa: E402
+from tests.conftest import notification, s3_record  # noqa: E402
+from tests.fakes.modelslab import FakeModelsLab, Reply  # noqa: E402
+
+PRICE = 0.0047
+API_KEY = "chaos-key"
+CLIENT_TIMEOUT_S = 3
+
+
+class Provider:
+    """The fake's behaviour: faults by a seeded coin, queued jobs that finish on time."""
+
+    def __init__(self, fake: FakeModelsLab, faults: float, seconds: float, seed: int) -> None:
+        self.fake, self.faults, self.seconds = fake, faults, seconds
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.jobs: dict[str, float] = {}  # job id -> when it is done
+        self.injected: Counter[str] = Counter()
+        self.next_job = 1000
+
+    def caption(self, body: dict[str, Any]) -> Reply:
+        name = unquote(urlparse(str(body.get("init_image", ""))).path).rsplit("/", 1)[-1]
+        with self.lock:
+            roll = self.rng.random()
+            kind = int(self.rng.random() * 5)
+            eta = 12 if self.rng.random() < 0.3 else 2
+        if roll >= self.faults:
+            return Reply({"status": "success", "output": [f"A photo named {name}."]},
+                         delay=self.seconds)  # fmt: skip
+        fault = ("502", "429", "stall", "processing", "processing")[kind]
+        with self.lock:
+            self.injected[fault if fault != "processing" else f"processing eta {eta} s"] += 1
+            if fault == "processing":
+                self.next_job += 1
+                job = str(self.next_job)
+                self.jobs[job] = time.monotonic() + eta
+        if fault == "502":
+            return Reply({"message": "bad gateway"}, status=502, delay=self.seconds)
+        if fault == "429":
+            return Reply({"status": "error", "message": "Rate limit exceeded", "retry_after": 1},
+                         status=429)  # fmt: skip
+        if fault == "stall":  # the client gives up first; never charged
+            return Reply({"message": "stalled"}, status=503, delay=CLIENT_TIMEOUT_S + 1)
+        return Reply({"status": "processing", "id": job, "eta": eta, "output": []},
+                     delay=self.seconds)  # fmt: skip
+
+    def fetch(self, job: str) -> Reply:
+        with self.lock:
+            done_at = self.jobs.get(job)
+        if done_at is None:
+            return Reply({"status": "failed", "message": "Failed, Try Again"})
+        if time.monotonic() < done_at:
+            return Reply({"status": "processing", "id": job, "eta": done_at - time.monotonic()})
+        return Reply({"status": "success", "id": job, "output": [f"Queued job {job} done."]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="1,000 uploads")
+    parser.add_argument("--faults", type=float, default=0.2)
+    parser.add_argument("--duplicates", type=float, default=0.1)
+    parser.add_argument("--seconds", type=float, default=0.1, help="provider time per caption")
+    parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    uploads = 1_000 if args.quick else args.uploads
+    rng = random.Random(args.seed)
+
+    fake = FakeModelsLab().start()
+    fake.limit = args.limit
+    provider = Provider(fake, args.faults, args.seconds, args.seed)
+    fake.rule = provider.caption
+    fake.fetch_rule = provider.fetch
+    cap = round(PRICE * uploads / 2, 4)
+    env = {
+        "MODELSLAB_API_URL": fake.url,
+        "MODELSLAB_API_KEY": API_KEY,
+        "MODELSLAB_TIMEOUT": str(CLIENT_TIMEOUT_S),
+    }
+    stack = LocalStack(
+        port=0,
+        visibility_timeout=2,
+        parameters={"DailyBudgetUsd": cap, "MaxReceiveCount": 5},
+        env=env,
+        register_stack=False,
+        log_level="ERROR",
+        schedule_interval_s=2.0,
+    )
+    with stack:
+        s3, sqs = stack.client("s3"), stack.client("sqs")
+        body = images.jpeg(64, 48)
+        keys = [f"chaos/{i:05d}.jpg" for i in range(uploads)]
+        late: list[str] = []
+        concurrent: list[str] = []
+        started = time.monotonic()
+
+        def upload(key: str) -> None:
+            put = s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
+            if rng.random() < args.duplicates:
+                rec = s3_record(key, version_id=put.get("VersionId"),
+                                etag=put["ETag"].strip('"'), size=len(body))  # fmt: skip
+                copy = json.dumps(notification(rec))
+                if rng.random() < 0.5:  # now: the two copies are delivered concurrently
+                    sqs.send_message(QueueUrl=stack.queue_url, MessageBody=copy)
+                    concurrent.append(key)
+                else:
+                    late.append(copy)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(upload, keys))
+        uploaded = time.monotonic() - started
+        for copy in late:
+            sqs.send_message(QueueUrl=stack.queue_url, MessageBody=copy)
+        print(f"{uploads} uploads in {uploaded:.1f} s; the budget pays for {cap} $ "
+              f"({int(cap / PRICE)} captions); waiting for it to run out", flush=True)  # fmt: skip
+
+        wait_until(lambda: budget_spent(stack, cap) and queue_empty(stack), "the budget spent")
+        parked = count(stack)["PENDING"]
+        spent_at = time.monotonic() - started
+        print(f"budget spent after {spent_at:.1f} s: {parked} rows PENDING; raising the cap",
+              flush=True)  # fmt: skip
+        raise_cap(stack, "1000")
+        wait_until(lambda: finished(stack, uploads) and queue_empty(stack), "every row final",
+                   timeout=uploads * 2 + 600)  # fmt: skip
+        wall = time.monotonic() - started
+        statuses = count(stack)
+        rows = all_rows(stack)
+        dead = depth(stack, stack.dlq_url)
+        spent = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
+    fake.stop()
+
+    paid = Counter()
+    for request in fake.accepted():
+        path = unquote(urlparse(str(request.body.get("init_image", ""))).path)
+        paid[path.rsplit("/", 1)[-1]] += 1
+    lost = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
+    captioned = statuses.get("CAPTIONED", 0)
+    print(f"\nuploads                 {uploads} (duplicate notifications: "
+          f"{len(concurrent)} at once, {len(late)} later)")  # fmt: skip
+    print(f"final rows per status   {dict(sorted(statuses.items()))}")
+    print(f"lost (no final row)     {len(lost)}{' e.g. ' + lost[0] if lost else ''}")
+    print(f"paid twice              {sum(1 for n in paid.values() if n > 1)}")
+    print(f"dead-lettered           {dead}")
+    print(f"parked by the budget    {parked} (resumed after the cap was raised)")
+    print(f"wall time               {wall:.1f} s")
+    print(f"captions/s              {captioned / wall:.1f}")
+    print(f"faults injected         {dict(provider.injected)}")
+    print(f"429s from the limit     {len(fake.limited)}; most in progress {fake.max_in_flight}"
+          f" (limit {args.limit}, polls included)")  # fmt: skip
+    print(f"paid requests           {sum(paid.values())}; spent today {spent.spent_usd} $ "
+          f"({spent.reservations} reservations, {spent.refunds} given back)")  # fmt: skip
+
+
+def raise_cap(stack: LocalStack, cap: str) -> None:
+    """What a stack update of DailyBudgetUsd does: new instances read the new value."""
+    stack.stop_poller()
+    stack.extra_env["CAPTION_DAILY_BUDGET_USD"] = cap
+    stack._env.apply({"CAPTION_DAILY_BUDGET_USD": cap})
+    stack.reset_handler()
+    stack.start_poller()
+
+
+def wait_until(done: Any, what: str, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(1.0)
+
+
+def budget_spent(stack: LocalStack, cap: float) -> bool:
+    day = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
+    return float(day.spent_usd) + PRICE > cap + 1e-9
+
+
+def depth(stack: LocalStack, url: str) -> int:
+    attrs = stack.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    a = attrs["Attributes"]
+    return sum(int(a[k]) for k in ("ApproximateNumberOfMessages",
+               "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"))  # fmt: skip
+
+
+def queue_empty(stack: LocalStack) -> bool:
+    return depth(stack, stack.queue_url) == 0
+
+
+def count(stack: LocalStack) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for row in all_rows(stack).values():
+        counts[str(row.get("status"))] += 1
+    return counts
+
+
+def finished(stack: LocalStack, uploads: int) -> bool:
+    counts = count(stack)
+    return sum(n for s, n in counts.items() if s in FINAL_STATUSES) >= uploads
+
+
+def all_rows(stack: LocalStack) -> dict[str, dict[str, Any]]:
+    ddb = stack.client("dynamodb")
+    rows = {}
+    pages = ddb.get_paginator("query").paginate(
+        TableName=stack.table, KeyConditionExpression="#b = :b",
+        ExpressionAttributeNames={"#b": "bucket"},
+        ExpressionAttributeValues={":b": {"S": stack.bucket}},
+    )  # fmt: skip
+    for page in pages:
+        for item in page["Items"]:
+            row = from_item(item)
+            rows[row["key"]] = row
+    return rows
+
+
+if __name__ == "__main__":
+    main()
