@@ -152,7 +152,7 @@ class App:
             return {"room": None, "requeued": 0}
         report = BudgetSweep(
             self.config.captions_table,
-            pipeline.store._db,
+            pipeline.budget.client,
             pipeline.budget,
             self.requeue,
             pipeline.provider.price_usd,

@@ -80,6 +80,11 @@ class DailyBudget:
         self.cap = usd(cap_usd)  # 0 = no cap (spend is still counted)
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client of the captions table (the budget sweep reads it too)."""
+        return self._db
+
     def day(self) -> str:
         return self._clock().astimezone(UTC).strftime("%Y-%m-%d")
 

@@ -175,9 +175,9 @@ class Config:
     ))  # fmt: skip
     batch_concurrency: int = setting(Setting(
         "CAPTION_BATCH_CONCURRENCY",
-        "records of a batch processed at once (with the template's batch size and timeout, "
-        "so records waiting behind slow ones still get their share of time)",
-        default=2, low=1, high=64,
+        "records of a batch in progress at once: one at the provider (its slot), the others "
+        "doing their AWS work before and after it",
+        default=3, low=1, high=64,
     ))  # fmt: skip
     max_receive_count: int = setting(Setting(
         "CAPTION_MAX_RECEIVE_COUNT",
@@ -201,7 +201,7 @@ class Config:
     daily_budget_usd: float = setting(Setting(
         "CAPTION_DAILY_BUDGET_USD",
         "daily spend cap in US dollars (UTC days); `0` = no cap (spend is still counted)",
-        default=0.0, low=0.0, high=1_000_000.0,
+        default=20.0, low=0.0, high=100_000.0,
     ))  # fmt: skip
     queue_url: str | None = setting(Setting(
         "CAPTION_QUEUE_URL",

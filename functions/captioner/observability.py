@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from captioner.store import Status
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
 SERVICE = "captioner"
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class _NoTracer:
@@ -20,12 +24,12 @@ class _NoTracer:
     SDK (about 0.2 s, and two botocore clients) even when it will never send a segment."""
 
     def capture_lambda_handler(
-        self, **_: Any
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        self, capture_response: bool | None = None
+    ) -> Callable[[Handler], Handler]:
         return lambda handler: handler
 
 
-def _make_tracer() -> Any:
+def _make_tracer() -> Tracer | _NoTracer:
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes"):
         return _NoTracer()
     from aws_lambda_powertools import Tracer
@@ -34,7 +38,8 @@ def _make_tracer() -> Any:
 
 
 logger = Logger(service=SERVICE)
-tracer = _make_tracer()  # tracing on (the template: Tracing Active) pays for X-Ray here
+# Typed as Powertools' Tracer: the stand-in has the one method the handler uses.
+tracer = cast("Tracer", _make_tracer())  # tracing on (Tracing Active) pays for X-Ray here
 metrics = Metrics(
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Captioner"), service=SERVICE
 )

@@ -308,8 +308,8 @@ class Pipeline:
             reason = f"opted out with tag {self.config.skip_tag}=true"
             return self._save(work, Result(Status.SKIPPED, reason=reason))
         if isinstance(checked, ImageRejected):
-            exc = checked
-            return self._save(work, Result(Status.REJECTED, reason=exc.reason, format=exc.format))
+            why, fmt = checked.reason, checked.format
+            return self._save(work, Result(Status.REJECTED, reason=why, format=fmt))
         info = work.image = checked
         try:
             caption = self._call_provider(work, info)

@@ -324,6 +324,8 @@ class ScriptedProvider:
     played out it captions everything "a cat"."""
 
     formats = frozenset({"PNG", "JPEG", "GIF", "WEBP"})
+    price_usd = 0.0047
+    cpu_bound = False  # a remote service: one slot per instance (limits.py)
 
     def __init__(self, *steps: Step, name: str = "modelslab") -> None:
         self.name = name

@@ -29,6 +29,7 @@ class Scripted:
 
     def __init__(self, name: str, *script: object, formats=("PNG", "JPEG")) -> None:
         self.name, self.formats, self.price_usd = name, frozenset(formats), 0.0
+        self.cpu_bound = False
         self.script = list(script)
         self.calls = 0
 
