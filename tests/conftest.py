@@ -98,9 +98,13 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 def moto_stack() -> Iterator[Aws]:
     """In-process moto with the test bucket (versioned) and the table from template.yaml.
 
-    DynamoDB applies each write atomically; moto does not (a transaction's copy of the table
-    can meet another thread's update): records run concurrently, so writes are serialized
-    as the local stack does (captioner_tools.local.atomic)."""
+    moto's own TransactWriteItems deep-copies the whole table, which races with another
+    thread's write (records of a batch run concurrently): the local stack's item-level
+    version is installed here too. And DynamoDB applies each write atomically, moto does not:
+    writes are serialized as the local stack does (captioner_tools.local.atomic)."""
+    from captioner_tools.local import mototransactions
+
+    mototransactions.install()
     serialize_moto()
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")

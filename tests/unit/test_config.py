@@ -57,7 +57,7 @@ def test_fallback_providers_keep_their_order_without_the_primary_or_repeats():
 
 
 def test_an_unknown_fallback_provider_is_a_config_error():
-    with pytest.raises(ConfigError, match="CAPTION_FALLBACK_PROVIDERS must name providers"):
+    with pytest.raises(ConfigError, match="CAPTION_FALLBACK_PROVIDERS must be one of"):
         Config.from_env({"CAPTIONS_TABLE": "t", "CAPTION_FALLBACK_PROVIDERS": "local,magic"})
 
 
