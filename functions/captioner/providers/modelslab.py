@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -32,6 +32,7 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.providers.base import Caption, ImageSource, Length
+from captioner.providers.redaction import redact as _redact
 
 NAME = "modelslab"
 PRICE_USD = 0.0047  # per caption (pay as you go); MODELSLAB_PRICE_USD overrides it
@@ -62,7 +63,6 @@ _IMAGE_FAULT = re.compile(
     r"( the)? (init_)?image|invalid (init_)?image|image (is )?(corrupt|invalid|unreadable|too small|too large)"
     r"|unsupported (image|file)|not a valid image|cannot identify image|invalid image url|corrupt"
 )
-_URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 
 
 class ModelsLabProvider:
@@ -426,15 +426,6 @@ def _error_for(reply: dict[str, Any], key: str, http: int | None = None) -> Exce
         exc = ProviderTransientError(f"ModelsLab: {message}{where}")
     exc.http_status = http
     return exc
-
-
-def _redact(text: str, key: str) -> str:
-    """Remove the key (also JSON- or URL-escaped) and URL query strings: a provider message
-    may echo the presigned URL, whose query holds a temporary credential."""
-    if key:
-        for form in {key, json.dumps(key)[1:-1], quote(key, safe="")}:
-            text = text.replace(form, "***")
-    return _URL_QUERY.sub(r"\1?…", text)
 
 
 def _shrink_for_upload(data: bytes, fmt: str) -> bytes:

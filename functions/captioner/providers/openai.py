@@ -27,6 +27,7 @@ from captioner.errors import (
     ProviderTransientError,
 )
 from captioner.providers.base import Caption, ImageSource, Length
+from captioner.providers.redaction import redact as _redact
 from captioner.providers.vision import MAX_TOKENS, caption_prompt, clean_caption, fit_image
 
 NAME = "openai"
@@ -55,8 +56,6 @@ _IMAGE_FAULT = re.compile(
     r"|unsupported image|image_parse_error|invalid_image|not a valid image|cannot identify image",
     re.IGNORECASE,
 )
-_SECRETS = re.compile(r"\b(sk|key|tok)-[A-Za-z0-9_*\-]{6,}")
-_URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 
 
 class OpenAIProvider:
@@ -229,11 +228,3 @@ def _retry_after(resp: httpx.Response) -> float | None:
         except (KeyError, ValueError):
             continue
     return None
-
-
-def _redact(text: str, key: str) -> str:
-    """Remove the key, anything shaped like a key, and URL query strings (a presigned URL's
-    query holds a temporary credential)."""
-    if key:
-        text = text.replace(key, "***")
-    return _URL_QUERY.sub(r"\1?…", _SECRETS.sub("***", text))
