@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +19,8 @@ from captioner.budget import DailyBudget
 from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
 from captioner.fallback import FallbackChain
-from captioner.limits import Ticket, TimeShare
+from captioner.leases import SlotLeases
+from captioner.limits import Leases, SlotsByProvider, Ticket, TimeShare
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
 from captioner.pipeline import Attempt, ComeBackLater, Outcome, Pipeline, RetryLater
@@ -133,6 +135,7 @@ class App:
             announcer=Announcer(publisher, store, telemetry),
             fallback=fallback,
             budget=DailyBudget(config.captions_table, dynamodb, config.daily_budget_usd),
+            slots=SlotsByProvider(config.provider_slots, _leases(config, dynamodb)),
         )
         requeue = Requeue(config.queue_url, LazyClient(session, "sqs", boto_cfg, endpoint_url))
         return cls(config, pipeline, requeue)
@@ -171,7 +174,10 @@ class App:
             finally:
                 ticket.close()
 
-        return process_batch(event["Records"], record_handler, self.config.batch_concurrency)
+        try:
+            return process_batch(event["Records"], record_handler, self.config.batch_concurrency)
+        finally:  # a frozen instance must not hold one of the deployment's provider slots
+            self.pipeline.slots.release_idle()
 
     def handle_direct(self, event: Any, context: Any) -> dict[str, Any]:
         """A bare S3 notification or EventBridge event (``sam local invoke``, async invoke).
@@ -181,7 +187,10 @@ class App:
         attempt = Attempt(
             deadline=_deadline(context), max_receive_count=None, hard_deadline=_end(context)
         )
-        outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
+        try:
+            outcomes = [self._one(ev, attempt, request_id=_request_id(context)) for ev in events]
+        finally:
+            self.pipeline.slots.release_idle()
         return {"outcomes": [{"status": o.status, "detail": o.detail} for o in outcomes]}
 
     def _sqs_record(self, record: SqsRecord, context: Any, ticket: Ticket) -> list[str]:
@@ -193,6 +202,7 @@ class App:
             max_receive_count=self.config.max_receive_count,
             hard_deadline=_end(context),
             provider_deadline=ticket.deadline,
+            still_to_call=ticket.still_to_call,
             can_wait=self.requeue.can_wait(waits),
         )
         if is_sweep_message(record.body):  # the schedule's message (template.yaml)
@@ -260,6 +270,15 @@ class App:
         finally:
             logger.thread_safe_remove_keys(list(keys))
         return outcome
+
+
+def _leases(config: Config, dynamodb: Any) -> Callable[[str], Leases] | None:
+    """The deployment-wide provider leases (leases.py), when a shared limit is set."""
+    if config.provider_concurrency <= 0:
+        return None
+    return lambda provider: SlotLeases(
+        config.captions_table, dynamodb, provider, config.provider_concurrency
+    )
 
 
 def _end(context: Any) -> float:

@@ -194,9 +194,17 @@ class Config:
     # -- provider limits and the daily budget (issue 11) ---------------------------------
     provider_slots: int = setting(Setting(
         "CAPTION_PROVIDER_SLOTS",
-        "provider requests one instance may have in flight (the template: ProviderConcurrency "
-        "instances of 1 slot each); the `local` provider uses the instance's vCPUs instead",
-        default=1, low=1, high=64,
+        "provider requests one instance may have in flight at once, each also holding a lease "
+        "when `CAPTION_PROVIDER_CONCURRENCY` is set; the `local` provider uses the instance's "
+        "vCPUs instead",
+        default=3, low=1, high=64,
+    ))  # fmt: skip
+    provider_concurrency: int = setting(Setting(
+        "CAPTION_PROVIDER_CONCURRENCY",
+        "most requests in flight at a remote provider across the whole deployment, kept by "
+        "leases in the captions table (the template: `ProviderConcurrency`); `0` = no shared "
+        "limit, only each instance's `CAPTION_PROVIDER_SLOTS`",
+        default=0, low=0, high=1000,
     ))  # fmt: skip
     daily_budget_usd: float = setting(Setting(
         "CAPTION_DAILY_BUDGET_USD",

@@ -9,23 +9,42 @@ once (``CAPTION_BATCH_CONCURRENCY``): a record's claim, tag and header reads bef
 and its writes after it overlap another record's provider time, so the slot never waits for
 AWS. Instances x slots = ProviderConcurrency, whatever the instances do.
 
+With ``CAPTION_PROVIDER_CONCURRENCY`` set (the template sets it to ``ProviderConcurrency``
+and runs one instance more than that) the deployment-wide limit is also kept in DynamoDB
+(``leases.py``): a record takes its instance's slot, then a lease on one of the deployment's.
+An instance keeps its lease while another of its records waits for the slot, and gives it
+back as soon as none does (at the latest when its invocation ends), so between two of its
+batches the spare instance takes the lease instead of leaving the paid slot idle.
+
 A provider that computes in the function (``cpu_bound``: the offline model) is limited by the
 instance's vCPUs instead: Lambda gives 1 vCPU per 1,769 MB of memory.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
+import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
 
 from captioner.errors import CaptionerError
 from captioner.providers.base import CaptionProvider
 
+log = logging.getLogger(__name__)
+
 MB_PER_VCPU = 1769  # Lambda: "at 1,769 MB, a function has the equivalent of one vCPU"
+# How often an instance waiting for a deployment-wide lease looks for a free one (jittered):
+# half of it is the average idle time of a slot handed to a waiting instance.
+LEASE_POLL_S = 0.1
 
 
 class NoSlot(CaptionerError):
@@ -48,22 +67,68 @@ def slots_for(provider: CaptionProvider, configured: int) -> int:
     return vcpus() if provider.cpu_bound else max(configured, 1)
 
 
-class ProviderSlots:
-    """The provider calls one instance may have in flight at once."""
+class Leases(Protocol):
+    """The deployment-wide provider slots (``leases.SlotLeases``; an in-memory fake in tests)."""
 
-    def __init__(self, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def take(self, holder: str, until: float) -> bool: ...
+    def give_back(self, holder: str) -> None: ...
+    def has_room(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _Lease:
+    holder: str
+    until: float  # wall-clock epoch seconds
+
+
+class ProviderSlots:
+    """The provider calls one instance may have in flight at once, and, with ``leases``, the
+    deployment-wide lease each one needs besides.
+
+    A record that finishes its call hands its lease to a record of the same instance that
+    waits for one (no DynamoDB call); with none waiting it gives the lease back at once, so
+    another instance can use it. Only one record per instance polls DynamoDB for a lease at a
+    time; the others wait for it or for a handed-over lease."""
+
+    def __init__(
+        self,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        leases: Leases | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.size = max(size, 1)
         self._free = threading.BoundedSemaphore(self.size)
         self._clock = clock
         self._lock = threading.Lock()
         self.in_use = 0
         self.peak = 0  # the most held at once (benchmarks and tests read it)
+        self._leases = leases
+        self._wall = wall
+        self._changed = threading.Condition(self._lock)  # a lease handed over or polled
+        self._wanting = 0  # records of this instance waiting for a lease
+        self._polling = False  # one of them is asking DynamoDB
+        self._idle: list[_Lease] = []  # leases handed over, not yet picked up
+        self._returning: list[Future[None]] = []  # give-backs under way
+        self._pool: ThreadPoolExecutor | None = None
+        self._instance = uuid.uuid4().hex[:12]  # holder names: "<instance>-<n>"
+        self._numbers = itertools.count()  # next() is atomic (a generator's is not)
 
     @contextmanager
-    def hold(self, until: float) -> Iterator[None]:
-        """Hold a slot for the block; ``NoSlot`` when none is free by ``until``."""
+    def hold(
+        self, until: float, lease_s: float = 0.0, still_to_call: Callable[[], int] | None = None
+    ) -> Iterator[None]:
+        """Hold a slot (and a lease of ``lease_s`` seconds) for the block; ``NoSlot`` when
+        none is free by ``until``. ``still_to_call``: how many records of this invocation
+        may still need a lease (the lease is kept for them rather than given back)."""
         if not self._free.acquire(timeout=max(until - self._clock(), 0.0)):
             raise NoSlot("no provider slot came free in this invocation's time")
+        try:
+            lease = self._lease(until, lease_s) if self._leases is not None else None
+        except BaseException:
+            self._free.release()
+            raise
         with self._lock:
             self.in_use += 1
             self.peak = max(self.peak, self.in_use)
@@ -72,23 +137,126 @@ class ProviderSlots:
         finally:
             with self._lock:
                 self.in_use -= 1
+            if lease is not None:
+                self._hand_over(lease, still_to_call)
             self._free.release()
+
+    def release_idle(self) -> None:
+        """Give back leases no record picked up, and finish the give-backs under way (an
+        invocation's end: a frozen instance must not hold a slot of the deployment's)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            returning, self._returning = self._returning, []
+        for lease in idle:
+            self._give_back(lease)
+        for future in returning:
+            future.result()  # _give_back never raises
+
+    def _background(self) -> ThreadPoolExecutor:
+        """(Under the lock.) The pool that gives leases back, made on first use."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
+        return self._pool
+
+    def _hand_over(self, lease: _Lease, still_to_call: Callable[[], int] | None) -> None:
+        """To a record of this instance that waits for a lease or will soon (its batch has
+        records still to call), else back to DynamoDB at once for another instance. A
+        record busy asking DynamoDB does not count as waiting: the lease would idle until
+        it returns. Kept leases go back at the latest when the invocation ends."""
+        with self._lock:
+            waiting = self._wanting - int(self._polling)
+            soon = still_to_call() if still_to_call is not None else 0
+            if waiting > 0 or len(self._idle) < soon:
+                self._idle.append(lease)
+                self._changed.notify()
+                return
+            # in the background: the record's durable write need not wait for it
+            # (release_idle waits for it before the invocation ends)
+            self._returning.append(self._background().submit(self._give_back, lease))
+
+    def _lease(self, until: float, lease_s: float) -> _Lease:
+        """A handed-over lease that lasts long enough, else a new one from DynamoDB: asked
+        for at once, then, while none is free, looked for every ``LEASE_POLL_S`` until
+        ``until`` (``NoSlot``)."""
+        with self._lock:
+            self._wanting += 1
+        name, asked, got = f"{self._instance}-{next(self._numbers)}", False, None
+        try:
+            while True:
+                with self._lock:
+                    # a handed-over lease is this invocation's: it lasts as long as ours
+                    lease = self._idle.pop() if self._idle else None
+                    poll = lease is None and not self._polling
+                    self._polling = self._polling or poll
+                if lease is not None:
+                    return lease
+                if poll:
+                    try:
+                        ends = self._wall() + lease_s
+                        got = self._ask(name, ends, direct=not asked)
+                        if got:
+                            return _Lease(name, ends)
+                    finally:
+                        # after an error the take may have landed: take again directly (a
+                        # holder already in the map takes its lease again)
+                        asked = got is not None
+                        with self._lock:
+                            self._polling = False
+                            self._changed.notify_all()
+                left = until - self._clock()
+                if left <= 0:
+                    raise NoSlot("no deployment-wide provider slot came free in time")
+                with self._lock:
+                    jitter = random.uniform(0.5, 1.5)  # noqa: S311 (not a secret)
+                    self._changed.wait(min(LEASE_POLL_S * jitter, left))
+        finally:
+            with self._lock:
+                self._wanting -= 1
+
+    def _ask(self, name: str, ends: float, direct: bool) -> bool | None:
+        """Take a lease: ``direct``ly, else only when there is room (a read costs less than a
+        failed conditional write). None: the call failed; look again at the next poll."""
+        assert self._leases is not None
+        try:
+            return (direct or self._leases.has_room()) and self._leases.take(name, ends)
+        except Exception:
+            log.warning("asking for a provider slot lease failed", exc_info=True)
+            return None
+
+    def _give_back(self, lease: _Lease) -> None:
+        assert self._leases is not None
+        try:
+            self._leases.give_back(lease.holder)
+        except Exception:  # it ends by itself: the slot is idle until then, nothing is lost
+            log.warning("giving back provider slot lease %s failed", lease.holder, exc_info=True)
 
 
 class SlotsByProvider:
     """One ``ProviderSlots`` per provider name, made on first use (a backfill may ask for a
-    provider other than the deployment's)."""
+    provider other than the deployment's). ``leases_for`` gives a remote provider's
+    deployment-wide leases (None: this instance's slots are the only limit)."""
 
-    def __init__(self, configured: int) -> None:
+    def __init__(self, configured: int, leases_for: Callable[[str], Leases] | None = None) -> None:
         self._configured = configured
+        self._leases_for = leases_for
         self._made: dict[str, ProviderSlots] = {}
         self._lock = threading.Lock()
 
     def __call__(self, provider: CaptionProvider) -> ProviderSlots:
         with self._lock:
             if provider.name not in self._made:
-                self._made[provider.name] = ProviderSlots(slots_for(provider, self._configured))
+                shared = self._leases_for is not None and not provider.cpu_bound
+                self._made[provider.name] = ProviderSlots(
+                    slots_for(provider, self._configured),
+                    leases=self._leases_for(provider.name) if shared and self._leases_for else None,
+                )
             return self._made[provider.name]
+
+    def release_idle(self) -> None:
+        with self._lock:
+            made = list(self._made.values())
+        for slots in made:
+            slots.release_idle()
 
 
 class TimeShare:
@@ -124,6 +292,11 @@ class TimeShare:
         with self._lock:
             self._waiting -= 1
 
+    def still_to_call(self) -> int:
+        """Records of the batch that have not reached the provider yet and may still."""
+        with self._lock:
+            return max(self._waiting, 0)
+
 
 class Ticket:
     """One record's share: ``deadline()`` when it gets its slot, ``close()`` when done."""
@@ -137,6 +310,9 @@ class Ticket:
         if self._deadline is None:
             self._deadline = self._share._take()
         return self._deadline
+
+    def still_to_call(self) -> int:
+        return self._share.still_to_call()
 
     def close(self) -> None:
         if self._deadline is None and not self._closed:

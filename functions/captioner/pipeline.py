@@ -39,7 +39,7 @@ from captioner.errors import (
 from captioner.events import ObjectEvent
 from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
-from captioner.limits import NoSlot, ProviderSlots, SlotsByProvider
+from captioner.limits import NoSlot, SlotsByProvider
 from captioner.objects import ObjectMissing
 from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
@@ -93,6 +93,8 @@ class Attempt:
     # the record's provider deadline, asked for once it holds a provider slot (its fair
     # share of what is left: limits.TimeShare); None = ``deadline``
     provider_deadline: Callable[[], float] | None = None
+    # how many records of the batch may still call the provider (a lease is kept for them)
+    still_to_call: Callable[[], int] | None = None
     # waits (429, a long job, no slot) may re-queue the message without counting a delivery
     can_wait: bool = False
 
@@ -143,7 +145,7 @@ class Pipeline:
         announcer: Announcer | None = None,
         fallback: FallbackChain | None = None,
         budget: DailyBudget | None = None,
-        slots: Callable[[CaptionProvider], ProviderSlots] | None = None,
+        slots: SlotsByProvider | None = None,
     ) -> None:
         self.config = config
         self.objects = objects
@@ -358,7 +360,11 @@ class Pipeline:
             # reserved before waiting for the slot, so the slot never waits for the write
             work.prepaid = self.budget.reserve(work.provider.price_usd)
         try:
-            with self.slots(work.provider).hold(until=attempt.deadline - MIN_PROVIDER_S):
+            slots = self.slots(work.provider)
+            # a deployment-wide lease, if any, outlives the invocation like the claim's lease
+            with slots.hold(
+                attempt.deadline - MIN_PROVIDER_S, attempt.lease_seconds(), attempt.still_to_call
+            ):
                 share = (
                     attempt.provider_deadline() if attempt.provider_deadline else attempt.deadline
                 )

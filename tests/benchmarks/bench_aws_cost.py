@@ -34,6 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "functions"), str(ROOT / "src")]
 from captioner.app import App  # noqa: E402
 from captioner.budget import DailyBudget  # noqa: E402
 from captioner.config import Config  # noqa: E402
+from captioner.leases import SlotLeases  # noqa: E402
+from captioner.limits import SlotsByProvider  # noqa: E402
 from captioner.objects import ObjectStore  # noqa: E402
 from captioner.pipeline import Pipeline  # noqa: E402
 from captioner.providers.base import Caption, ImageSource, Length  # noqa: E402
@@ -115,7 +117,8 @@ class InstantProvider:
 
 def handler_run(n: int, s3_ms: float, ddb_ms: float) -> tuple[list[float], Counter[str]]:
     calls = Calls()
-    config = Config(captions_table=TABLE, daily_budget_usd=20.0)
+    # the template's settings: the daily budget and the deployment-wide provider leases
+    config = Config(captions_table=TABLE, daily_budget_usd=20.0, provider_concurrency=5)
     ddb = ModelDynamoDB(calls, ddb_ms / 1000)
     pipeline = Pipeline(
         config,
@@ -123,6 +126,10 @@ def handler_run(n: int, s3_ms: float, ddb_ms: float) -> tuple[list[float], Count
         CaptionStore(TABLE, ddb),
         InstantProvider(),
         budget=DailyBudget(TABLE, ddb, config.daily_budget_usd),
+        slots=SlotsByProvider(
+            config.provider_slots,
+            lambda name: SlotLeases(TABLE, ddb, name, config.provider_concurrency),
+        ),
     )
     app = App(config, pipeline)
     times = []

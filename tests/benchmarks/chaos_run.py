@@ -165,14 +165,16 @@ def main() -> None:
         print(f"{uploads} uploads in {uploaded:.1f} s; the budget pays for {cap} $ "
               f"({int(cap / PRICE)} captions); waiting for it to run out", flush=True)  # fmt: skip
 
-        wait_until(lambda: budget_spent(stack, cap) and queue_empty(stack), "the budget spent")
+        wait_until(lambda: budget_spent(stack, cap) and queue_empty(stack), "the budget spent",
+                   timeout=uploads * 2 + 600, progress=lambda: progress(stack))  # fmt: skip
         parked = count(stack)["PENDING"]
         spent_at = time.monotonic() - started
         print(f"budget spent after {spent_at:.1f} s: {parked} rows PENDING; raising the cap",
               flush=True)  # fmt: skip
         raise_cap(stack, "1000")
-        wait_until(lambda: finished(stack, uploads) and queue_empty(stack), "every row final",
-                   timeout=uploads * 2 + 600)  # fmt: skip
+        # the queue first: counting the rows reads the whole table, only worth it at the end
+        wait_until(lambda: queue_empty(stack) and finished(stack, uploads), "every row final",
+                   timeout=uploads * 2 + 600, progress=lambda: progress(stack))  # fmt: skip
         wall = time.monotonic() - started
         statuses = count(stack)
         rows = all_rows(stack)
@@ -211,12 +213,24 @@ def raise_cap(stack: LocalStack, cap: str) -> None:
     stack.start_poller()
 
 
-def wait_until(done: Any, what: str, timeout: float = 3600) -> None:
-    deadline = time.monotonic() + timeout
+def wait_until(done: Any, what: str, timeout: float = 3600, progress: Any = None) -> None:
+    """Poll ``done`` every second; print ``progress()`` every minute (a long run)."""
+    started = time.monotonic()
+    deadline, report = started + timeout, started + 60
     while not done():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise SystemExit(f"timed out waiting for {what}")
+        if progress is not None and now > report:
+            print(f"  {now - started:6.0f} s: {progress()}", flush=True)
+            report = now + 60
         time.sleep(1.0)
+
+
+def progress(stack: LocalStack) -> str:
+    day = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
+    return (f"{depth(stack, stack.queue_url)} messages queued, {day.spent_usd} $ spent "
+            f"({day.reservations} reservations)")  # fmt: skip
 
 
 def budget_spent(stack: LocalStack, cap: float) -> bool:

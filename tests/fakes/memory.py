@@ -9,6 +9,8 @@ its decisions without AWS.
 - ``ScriptedProvider``: answers caption calls from a script of steps and counts what was
   paid (a call without a job id submits a new, paid job).
 - ``RecordedTelemetry``: what the pipeline reported.
+- ``MemoryLeases``: the deployment-wide provider leases (captioner/leases.py) in a dict;
+  tests/integration/test_leases.py holds the DynamoDB ones to the same rules.
 """
 
 from __future__ import annotations
@@ -402,3 +404,48 @@ class RecordedTelemetry:
 
     def retry(self, error: Exception, wait: float) -> None:
         self.retries.append(error)
+
+
+class MemoryLeases:
+    """Deployment-wide provider leases: at most ``limit`` live holders; ended ones are
+    cleared when the map is full. ``fail`` makes the next calls of that name raise."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.limit = limit
+        self.clock = clock or time.time
+        self.holders: dict[str, float] = {}
+        self.takes = 0  # successful takes
+        self.given_back = 0
+        self.fail: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.fail.get(name, 0) > 0:
+            self.fail[name] -= 1
+            raise ConnectionError(f"{name} failed (scripted)")
+
+    def take(self, holder: str, until: float) -> bool:
+        with self._lock:
+            self._maybe_fail("take")
+            if holder not in self.holders and len(self.holders) >= self.limit:
+                now = self.clock()
+                self.holders = {h: t for h, t in self.holders.items() if t > now}
+            if holder not in self.holders and len(self.holders) >= self.limit:
+                return False
+            self.holders[holder] = until
+            self.takes += 1
+            return True
+
+    def give_back(self, holder: str) -> None:
+        with self._lock:
+            self._maybe_fail("give_back")
+            self.holders.pop(holder, None)
+            self.given_back += 1
+
+    def has_room(self) -> bool:
+        with self._lock:
+            self._maybe_fail("has_room")
+            now = self.clock()
+            return sum(1 for t in self.holders.values() if t > now) < self.limit

@@ -277,13 +277,15 @@ def test_sqs_event_source(template: dict[str, Any]) -> None:
     assert src["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "ProviderConcurrency"}}
 
 
-def test_provider_concurrency_is_instances_of_one_slot_each(template: dict[str, Any]) -> None:
+def test_provider_concurrency_is_leases_and_instances(template: dict[str, Any]) -> None:
     fn = _function_props(template)
     variables = fn["Environment"]["Variables"]
     assert fn["ReservedConcurrentExecutions"] == {"Ref": "ProviderConcurrency"}
-    assert variables["CAPTION_PROVIDER_SLOTS"] == "1"
-    # one record at the provider, others doing their AWS work meanwhile
+    assert variables["CAPTION_PROVIDER_CONCURRENCY"] == {"Ref": "ProviderConcurrency"}
+    # a record at the provider, others doing their AWS work meanwhile; with free leases,
+    # every record of the batch may be at the provider
     assert int(variables["CAPTION_BATCH_CONCURRENCY"]) >= 2
+    assert variables["CAPTION_PROVIDER_SLOTS"] == variables["CAPTION_BATCH_CONCURRENCY"]
     assert variables["CAPTION_DAILY_BUDGET_USD"] == {"Ref": "DailyBudgetUsd"}
     assert variables["CAPTION_QUEUE_URL"] == {"Ref": "CaptionQueue"}
 

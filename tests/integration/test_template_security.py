@@ -470,6 +470,7 @@ def test_reserved_concurrency_is_the_event_source_maximum(template: dict[str, An
     fn = props(stack(template, ProviderConcurrency="7"), "CaptionFunction")
     assert fn["ReservedConcurrentExecutions"] == "7"
     assert fn["Events"]["Uploads"]["Properties"]["ScalingConfig"]["MaximumConcurrency"] == "7"
+    assert fn["Environment"]["Variables"]["CAPTION_PROVIDER_CONCURRENCY"] == "7"
 
 
 # ------------------------------------------------------------------ existing buckets

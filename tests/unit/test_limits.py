@@ -9,6 +9,7 @@ import pytest
 
 from captioner.limits import NoSlot, ProviderSlots, TimeShare
 from captioner.requeue import MAX_DELAY_S, MAX_WAITS, Requeue, delay_seconds, waits_of
+from tests.fakes.memory import MemoryLeases
 
 
 class Clock:
@@ -87,3 +88,133 @@ def test_a_resent_message_carries_its_wait_count_and_delay():
     (msg,) = sent
     assert msg["DelaySeconds"] == 13 and msg["MessageBody"] == '{"Records": []}'
     assert msg["MessageAttributes"]["captioner-waits"]["StringValue"] == "3"
+
+
+# -- deployment-wide leases (limits.ProviderSlots with leases.SlotLeases' rules) ---------------
+
+
+def _hold_in_thread(slots: ProviderSlots, entered: threading.Event, leave: threading.Event,
+                    still_to_call=None) -> threading.Thread:  # fmt: skip
+    def run() -> None:
+        with slots.hold(time.monotonic() + 5, 60, still_to_call):
+            entered.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_every_call_holds_a_lease_and_gives_it_back_when_no_record_wants_it():
+    leases = MemoryLeases(limit=2)
+    slots = ProviderSlots(3, leases=leases)
+    with slots.hold(time.monotonic() + 5, 60):
+        assert len(leases.holders) == 1
+    slots.release_idle()  # given back in the background: the invocation's end waits for it
+    assert leases.holders == {} and (leases.takes, leases.given_back) == (1, 1)
+
+
+def test_the_instance_never_passes_the_deployments_leases():
+    leases = MemoryLeases(limit=1)
+    slots = ProviderSlots(3, leases=leases)
+    entered, leave = threading.Event(), threading.Event()
+    first = _hold_in_thread(slots, entered, leave)
+    assert entered.wait(5)
+    # its own slots are free, no lease is
+    with pytest.raises(NoSlot, match="deployment-wide"), slots.hold(time.monotonic() + 0.3, 60):
+        pass
+    assert slots.in_use == 1  # the local slot of the refused record was released
+    leave.set()
+    first.join()
+    slots.release_idle()
+    assert leases.holders == {}
+
+
+def test_a_finished_call_hands_its_lease_to_a_waiting_record_of_the_instance():
+    leases = MemoryLeases(limit=1)
+    slots = ProviderSlots(3, leases=leases)
+    entered, leave = threading.Event(), threading.Event()
+    first = _hold_in_thread(slots, entered, leave)
+    assert entered.wait(5)
+    got = threading.Event()
+    second = threading.Thread(target=lambda: _hold_briefly(slots, got))
+    second.start()
+    time.sleep(0.3)  # the second record waits for the lease, looking now and then
+    assert not got.is_set()
+    leave.set()
+    first.join()
+    second.join(5)
+    assert got.is_set()
+    assert leases.takes == 1  # handed over inside the instance: no second take
+    slots.release_idle()
+    assert leases.holders == {}
+
+
+def _hold_briefly(slots: ProviderSlots, got: threading.Event) -> None:
+    with slots.hold(time.monotonic() + 5, 60):
+        got.set()
+
+
+def test_a_lease_is_kept_for_records_still_to_call_until_the_invocation_ends():
+    leases = MemoryLeases(limit=2)
+    slots = ProviderSlots(3, leases=leases)
+    with slots.hold(time.monotonic() + 5, 60, still_to_call=lambda: 1):
+        pass
+    assert len(leases.holders) == 1  # the next record of the batch will want it
+    with slots.hold(time.monotonic() + 5, 60, still_to_call=lambda: 0):
+        pass
+    slots.release_idle()
+    assert leases.takes == 1 and leases.holders == {}  # reused, then given back
+    with slots.hold(time.monotonic() + 5, 60, still_to_call=lambda: 1):
+        pass
+    slots.release_idle()  # the invocation ends: a frozen instance holds nothing
+    assert leases.holders == {}
+
+
+def test_a_lease_whose_holder_died_counts_no_more_once_it_ends():
+    now = [1000.0]
+    leases = MemoryLeases(limit=1, clock=lambda: now[0])
+    assert leases.take("dead-instance", until=1010.0)
+    slots = ProviderSlots(1, leases=leases, wall=lambda: now[0])
+    with pytest.raises(NoSlot), slots.hold(time.monotonic() + 0.2, 60):
+        pass
+    now[0] = 1011.0
+    with slots.hold(time.monotonic() + 1, 60):
+        assert "dead-instance" not in leases.holders
+
+
+def test_a_failed_lease_call_is_asked_again_at_the_next_look():
+    leases = MemoryLeases(limit=1)
+    leases.fail = {"take": 1}
+    slots = ProviderSlots(1, leases=leases)
+    with slots.hold(time.monotonic() + 2, 60):
+        assert len(leases.holders) == 1
+    leases.fail = {"give_back": 1}  # not given back: it ends by itself, nothing raised
+    with slots.hold(time.monotonic() + 2, 60):
+        pass
+    slots.release_idle()
+    assert len(leases.holders) == 1
+
+
+def test_many_records_of_many_instances_never_pass_the_leases():
+    leases = MemoryLeases(limit=3)
+    instances = [ProviderSlots(3, leases=leases) for _ in range(4)]
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def record(slots: ProviderSlots) -> None:
+        with slots.hold(time.monotonic() + 10, 60):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=record, args=(instances[i % 4],)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for slots in instances:
+        slots.release_idle()
+    assert peak[0] == 3 and leases.holders == {}
