@@ -34,6 +34,7 @@ from captioner.errors import (
     ProviderConfigError,
     ProviderError,
     ProviderImageError,
+    ProviderJobGone,
     ProviderPending,
     ProviderTransientError,
 )
@@ -151,6 +152,9 @@ class Guarded:
             raise
         except ProviderImageError:
             self.breaker.succeeded()  # it answers: the image is at fault, not the provider
+            raise
+        except ProviderJobGone:
+            self.breaker.released()  # it answers that an old job expired: no verdict either
             raise
         except (ProviderTransientError, ProviderConfigError) as exc:
             self.last_error = str(exc)[:300]

@@ -21,6 +21,7 @@ from captioner import index
 from captioner.budget import BUDGET_PARTITION
 from captioner.events import backfill_message
 from captioner.index import IndexState
+from captioner.leases import SLOTS_PARTITION, SlotLeases
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader, from_item
 from tests import images
@@ -207,6 +208,8 @@ def check_promises(world: World, fake: FakeModelsLab) -> None:
             tags = aws.tags(key, current)
             assert row.get("tag_status") != "WRITTEN" or tags.get("caption") == row["tag_value"]
     check_word_index(aws)
+    # every invocation, crashed ones included, gave its provider leases back
+    assert SlotLeases(TABLE, aws.ddb, "modelslab", 2).held() == {}
     for msg in world.queue.messages:
         assert msg.fate in ("deleted", "dead-lettered")
         key = msg.body["Records"][0]["s3"]["object"]["key"].replace("+", " ")
@@ -243,7 +246,7 @@ def check_word_index(aws: Any) -> None:
         if index.is_posting(item["bucket"]["S"]):
             postings.add((item["bucket"]["S"], item["key"]["S"]))
             continue
-        if item["bucket"]["S"] == BUDGET_PARTITION:  # the daily spend counter, not a row
+        if item["bucket"]["S"] in (BUDGET_PARTITION, SLOTS_PARTITION):  # counters, not rows
             continue
         row = from_item(item)
         state = IndexState.of(row)
@@ -271,6 +274,7 @@ def function_env(aws_env, fake_modelslab, monkeypatch):
     monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)
     monkeypatch.setenv("MODELSLAB_API_KEY", API_KEY)
     monkeypatch.setenv("CAPTION_MAX_RECEIVE_COUNT", "3")
+    monkeypatch.setenv("CAPTION_PROVIDER_CONCURRENCY", "2")  # the template's leases
     monkeypatch.delenv("MODELSLAB_API_KEY_SECRET", raising=False)
     monkeypatch.delenv("CAPTION_PROVIDER", raising=False)
     return fake_modelslab

@@ -8,6 +8,7 @@ from captioner.errors import (
     NoTimeLeft,
     ProviderConfigError,
     ProviderImageError,
+    ProviderJobGone,
     ProviderPending,
     ProviderTransientError,
 )
@@ -187,6 +188,17 @@ def test_running_out_of_time_says_nothing_about_the_providers_health():
     chain = chain_of(primary, Scripted("openai"), failures=1)
     for _ in range(3):
         chain.caption(primary, "PNG", attempt_once([]), deadline=160.0, job_pending=lambda: False)
+    assert chain.breaker("modelslab").state is BreakerState.CLOSED
+
+
+def test_a_stored_job_found_gone_says_nothing_about_the_providers_health():
+    """Polling a job that expired at the provider is answered: the record pays for a new
+    request next, and the circuit stays closed however often that happens."""
+    primary = Scripted("modelslab", *[ProviderJobGone("job 7 is gone")] * 5)
+    chain = chain_of(primary, Scripted("openai"), failures=1)
+    for _ in range(3):
+        with pytest.raises(ProviderJobGone):
+            chain.guarded(primary).caption(IMAGE, "normal", deadline=160.0, job_id="7")
     assert chain.breaker("modelslab").state is BreakerState.CLOSED
 
 
