@@ -394,10 +394,11 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from captioner_tools.local import motofixes, mototransactions
+        from captioner_tools.local import motofixes, motosqs, mototransactions
 
         motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
         mototransactions.install()  # transactions that do not copy the whole table
+        motosqs.install()  # sends and receives that do not count the queue per message
         serialize_moto()  # conditional writes and receives as atomic as AWS's
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
