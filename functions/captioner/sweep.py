@@ -144,13 +144,18 @@ class BudgetSweep:
         return sum(int(page.get("Count", 0)) for page in pages)
 
     def _mark(self, row: dict[str, Any]) -> bool:
-        """Mark the row re-queued, unless it changed since it was read."""
+        """Mark the row re-queued, unless it changed since it was read or another sweep
+        (running at the same time) marked it first."""
+        now = self._clock()
         try:
             self._db.update_item(
                 TableName=self.table_name,
                 Key={"bucket": {"S": row["bucket"]}, "key": {"S": row["key"]}},
                 UpdateExpression="SET #q = :now, #u = :now",
-                ConditionExpression="#s = :s AND begins_with(#r, :why) AND #v = :rev",
+                ConditionExpression=(
+                    "#s = :s AND begins_with(#r, :why) AND #v = :rev"
+                    " AND (attribute_not_exists(#q) OR #q < :stale)"
+                ),
                 ExpressionAttributeNames={
                     "#q": "requeued_at",
                     "#s": "status",
@@ -159,10 +164,11 @@ class BudgetSweep:
                     "#u": "updated_at",
                 },
                 ExpressionAttributeValues={
-                    ":now": {"S": now_iso(self._clock)},
+                    ":now": {"S": now_iso(lambda: now)},
                     ":s": {"S": Status.PENDING.value},
                     ":why": {"S": BUDGET_REASON_PREFIX},
                     ":rev": {"S": str(row.get("revision", ""))},
+                    ":stale": {"S": now_iso(lambda: now - timedelta(seconds=RESEND_AFTER_S))},
                 },
             )
         except ClientError as exc:

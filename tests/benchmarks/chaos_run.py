@@ -6,7 +6,7 @@ lost or paid twice?
     .venv/bin/python tests/benchmarks/chaos_run.py --quick    # 1,000 uploads
 
 The local stack (moto's server, the template's resources and settings: ProviderConcurrency
-instances of one provider slot each, batches of 10, the budget sweep's schedule every 2 s
+instances and deployment-wide provider leases, batches of 10, the budget sweep's schedule every 10 s
 instead of 5 minutes, failed messages back after 2 s instead of 360 s) captions with the
 fake ModelsLab, which:
 
@@ -46,6 +46,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch to
 sys.path[:0] = [str(ROOT), str(ROOT / "functions"), str(ROOT / "src")]
 
 from captioner.budget import read_day  # noqa: E402
+from captioner.leases import SlotLeases  # noqa: E402
 from captioner.store import FINAL_STATUSES, from_item, now_iso  # noqa: E402
 from captioner_tools.local.stack import LocalStack  # noqa: E402
 from tests import images  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> None:
         env=env,
         register_stack=False,
         log_level="ERROR",
-        schedule_interval_s=2.0,
+        schedule_interval_s=10.0,
     )
     with stack:
         s3, sqs = stack.client("s3"), stack.client("sqs")
@@ -228,9 +229,11 @@ def wait_until(done: Any, what: str, timeout: float = 3600, progress: Any = None
 
 
 def progress(stack: LocalStack) -> str:
-    day = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
+    ddb = stack.client("dynamodb")
+    day = read_day(stack.table, ddb, now_iso()[:10])
+    leases = SlotLeases(stack.table, ddb, "modelslab", 5).held()
     return (f"{depth(stack, stack.queue_url)} messages queued, {day.spent_usd} $ spent "
-            f"({day.reservations} reservations)")  # fmt: skip
+            f"({day.reservations} reservations), {len(leases)} provider leases held")  # fmt: skip
 
 
 def budget_spent(stack: LocalStack, cap: float) -> bool:

@@ -296,6 +296,27 @@ def test_the_sweep_resends_only_what_the_budget_pays_for(
     assert statuses == ["CAPTIONED", "CAPTIONED", "CAPTIONED", "PENDING"]
 
 
+def test_two_sweeps_at_once_requeue_each_parked_row_once(
+    queue, app_env, fake_modelslab, monkeypatch
+):
+    """Both read the parked rows before either marks them (two sweep messages delivered to
+    two instances at once): each row is marked, and so sent, by one of them only."""
+    from captioner.sweep import BudgetSweep
+
+    park_two_of_four(queue, app_env, monkeypatch)
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "1000")
+    handler.reset()
+    app = fast(handler.get_app())
+    pipeline = app.pipeline
+    assert pipeline.budget is not None
+    sweeps = [BudgetSweep(app.config.captions_table, pipeline.budget.client, pipeline.budget,
+                          app.requeue, pipeline.provider.price_usd) for _ in range(2)]  # fmt: skip
+    rows = sweeps[0]._parked(10)
+    assert len(rows) == 2 and sweeps[1]._parked(10) == rows
+    marked = [sweep._mark(row) for row in rows for sweep in sweeps]
+    assert marked == [True, False, True, False]
+
+
 def test_the_budget_counter_stays_out_of_the_indexes(queue, app_env, fake_modelslab):
     queue.send(upload(app_env, "idx.png"))
     fast(handler.get_app())
