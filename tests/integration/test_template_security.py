@@ -132,7 +132,7 @@ class ConnectionTrap:
 
 def run_checkov(path: Path) -> tuple[int, dict[str, Any]]:
     """checkov on one CloudFormation file, offline: --skip-download (no policy metadata, no
-    platform calls), no API key in the environment (nothing uploaded), and every proxied
+    platform calls), no update check, no API key in the environment (nothing uploaded), and every proxied
     request sent to a trap that must see none."""
     assert CHECKOV.is_file() and os.access(CHECKOV, os.X_OK), (
         f"checkov not found at {CHECKOV.relative_to(ROOT)}: the setup script installs it "
@@ -140,6 +140,9 @@ def run_checkov(path: Path) -> tuple[int, dict[str, Any]]:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_", "CKV_"))}
     env["BC_SKIP_MAPPING"] = "TRUE"
+    # its banner asks PyPI for a newer checkov whenever its answer, cached for an hour in
+    # the user's cache directory, has expired: the trap caught it once an hour had passed
+    env["CKV_SKIP_PACKAGE_UPDATE_CHECK"] = "true"
     with ConnectionTrap() as trap:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
             env[name] = trap.url
