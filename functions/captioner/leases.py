@@ -96,12 +96,8 @@ class SlotLeases:
 
     def has_room(self) -> bool:
         """Fewer live leases than the limit (ended ones do not count)."""
-        item = self.client.get_item(
-            TableName=self.table_name, Key=self._key, ConsistentRead=True
-        ).get("Item")
-        holders = (item or {}).get("holders", {}).get("M", {})
         now = self._clock()
-        return sum(1 for v in holders.values() if float(v["N"]) > now) < self.limit
+        return sum(1 for ends in self.held().values() if ends > now) < self.limit
 
     def held(self) -> dict[str, float]:
         """Holder → lease end (``captioner status`` and tests)."""
