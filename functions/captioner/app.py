@@ -20,10 +20,11 @@ from captioner.config import Config
 from captioner.events import ObjectEvent, parse_message_body, parse_payload
 from captioner.fallback import FallbackChain
 from captioner.leases import SlotLeases
-from captioner.limits import Leases, SlotsByProvider, Ticket, TimeShare
+from captioner.limits import SlotsByProvider, Ticket, TimeShare
 from captioner.objects import ObjectStore
 from captioner.observability import PowertoolsTelemetry, add_metric, logger
 from captioner.pipeline import Attempt, ComeBackLater, Outcome, Pipeline, RetryLater
+from captioner.ports import Leases
 from captioner.providers import make_provider
 from captioner.providers.base import CaptionProvider
 from captioner.requeue import Requeue, waits_of

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from captioner.errors import CaptionerError
+from captioner.ports import Leases
 from captioner.providers.base import CaptionProvider
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ def slots_for(provider: CaptionProvider, configured: int) -> int:
     """Slots of this instance for ``provider``: its vCPUs when it computes here, else the
     configured share of the deployment-wide limit."""
     return vcpus() if provider.cpu_bound else max(configured, 1)
-
-
-class Leases(Protocol):
-    """The deployment-wide provider slots (``leases.SlotLeases``; an in-memory fake in tests)."""
-
-    def take(self, holder: str, until: float) -> bool: ...
-    def give_back(self, holder: str) -> None: ...
-    def has_room(self) -> bool: ...
 
 
 @dataclass(frozen=True)
