@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--schedules-random", action="store_true",
         help="explore new schedules each run instead of the same derandomized ones",
     )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist workers start with COLUMNS=80, and Rich fixes a console's width when it is
+    # made with COLUMNS set: the CLI's tables would be cut to 80 columns whatever a test asks.
+    # Collection (which imports the CLI) comes after this hook.
+    os.environ.pop("COLUMNS", None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

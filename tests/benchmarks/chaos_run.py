@@ -51,7 +51,7 @@ from captioner.store import FINAL_STATUSES, from_item, now_iso  # noqa: E402
 from captioner_tools.local.stack import LocalStack  # noqa: E402
 from tests import images  # noqa: E402
 from tests.conftest import notification, s3_record  # noqa: E402
-from tests.fakes.modelslab import FakeModelsLab, Reply  # noqa: E402
+from tests.fakes.modelslab import FakeModelsLab, Reply, Request  # noqa: E402
 
 PRICE = 0.0047
 API_KEY = "chaos-key"
@@ -66,6 +66,7 @@ class Provider:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.jobs: dict[str, float] = {}  # job id -> when it is done
+        self.job_image: dict[str, str] = {}  # job id -> the image it captions
         self.injected: Counter[str] = Counter()
         self.next_job = 1000
 
@@ -85,6 +86,7 @@ class Provider:
                 self.next_job += 1
                 job = str(self.next_job)
                 self.jobs[job] = time.monotonic() + eta
+                self.job_image[job] = name
         if fault == "502":
             return Reply({"message": "bad gateway"}, status=502, delay=self.seconds)
         if fault == "429":
@@ -183,10 +185,7 @@ def main() -> None:
         spent = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
     fake.stop()
 
-    paid = Counter()
-    for request in fake.accepted():
-        path = unquote(urlparse(str(request.body.get("init_image", ""))).path)
-        paid[path.rsplit("/", 1)[-1]] += 1
+    paid = Counter(image_of(r) for r in fake.accepted())
     lost = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
     captioned = statuses.get("CAPTIONED", 0)
     print(f"\nuploads                 {uploads} (duplicate notifications: "
@@ -203,6 +202,42 @@ def main() -> None:
           f" (limit {args.limit}, polls included)")  # fmt: skip
     print(f"paid requests           {sum(paid.values())}; spent today {spent.spent_usd} $ "
           f"({spent.reservations} reservations, {spent.refunds} given back)")  # fmt: skip
+    twice = [name for name, n in paid.items() if n > 1]
+    if twice:
+        print("\nimages paid twice: every request for them (s from the start; the client's "
+              f"timeout is {CLIENT_TIMEOUT_S} s)")  # fmt: skip
+    for name in twice:
+        row = rows.get(f"chaos/{name}", {})
+        print(f"  {name}: row {row.get('status')}, attempts {row.get('attempts')}, "
+              f"job {row.get('provider_job_id')}")  # fmt: skip
+        for request in fake.requests:
+            if image_of(request) == name or provider.job_image.get(job_of(request)) == name:
+                print("    " + describe(request, started))
+
+
+def image_of(request: Request) -> str:
+    path = unquote(urlparse(str(request.body.get("init_image", ""))).path)
+    return path.rsplit("/", 1)[-1]
+
+
+def job_of(request: Request) -> str:
+    return request.path.rsplit("/", 1)[-1] if "/image_editing/fetch/" in request.path else ""
+
+
+def describe(request: Request, started: float) -> str:
+    """When a request came, how long its reply took, and what it said."""
+    reply = request.reply
+    doc = reply.json if reply is not None and isinstance(reply.json, dict) else {}
+    took = (
+        "client gone"
+        if request.answered is None
+        else f"{request.answered - request.received:.2f} s"
+    )
+    what = "poll " + job_of(request) if job_of(request) else "caption"
+    status = reply.status if reply is not None else "-"
+    paid = " PAID" if request.accepted else ""
+    return (f"{request.received - started:8.2f} s  {what:<12} took {took:<12} "
+            f"HTTP {status} {doc.get('status', '')}{paid}")  # fmt: skip
 
 
 def raise_cap(stack: LocalStack, cap: str) -> None:

@@ -34,6 +34,8 @@ class Request:
     path: str
     body: dict[str, Any]
     reply: Reply | None = None  # what the fake answered
+    received: float = 0.0  # time.monotonic() when it arrived
+    answered: float | None = None  # when its reply was written (None: the client had gone)
 
     @property
     def accepted(self) -> bool:
@@ -94,12 +96,10 @@ class FakeModelsLab:
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 started = time.monotonic()
                 try:
-                    if over:
-                        reply = fake._answer(self.path, body, limited=True)
-                    else:
-                        reply = fake._answer(self.path, body)
-                        if reply.delay:
-                            time.sleep(reply.delay)
+                    request = fake._answer(self.path, body, limited=over)
+                    reply = request.reply or Reply()
+                    if not over and reply.delay:
+                        time.sleep(reply.delay)
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
@@ -115,6 +115,8 @@ class FakeModelsLab:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    self.wfile.flush()
+                    request.answered = time.monotonic()
                 except OSError:  # the client gave up on a stalled reply (its deadline)
                     pass
 
@@ -178,8 +180,8 @@ class FakeModelsLab:
     def polls(self) -> list[Request]:
         return [r for r in self.requests if "/image_editing/fetch/" in r.path]
 
-    def _answer(self, path: str, body: dict[str, Any], *, limited: bool = False) -> Reply:
-        request = Request(path, body)
+    def _answer(self, path: str, body: dict[str, Any], *, limited: bool = False) -> Request:
+        request = Request(path, body, received=time.monotonic())
         with self._lock:
             self.requests.append(request)
         if limited:
@@ -190,7 +192,7 @@ class FakeModelsLab:
             )
         else:
             request.reply = self._choose(path, body)
-        return request.reply
+        return request
 
     def _choose(self, path: str, body: dict[str, Any]) -> Reply:
         ruled = self.rule(body) if self.rule and path.endswith("/image_editing/caption") else None
