@@ -139,6 +139,42 @@ def test_instances_use_every_free_lease_and_never_more(
     assert held.held() == {}
 
 
+class CountingLeases(SlotLeases):
+    """SlotLeases that count the leases taken from DynamoDB and given back to it."""
+
+    taken = 0
+    given_back = 0
+
+    def take(self, holder: str, until: float) -> bool:
+        got = super().take(holder, until)
+        type(self).taken += got
+        return got
+
+    def give_back(self, holder: str) -> None:
+        super().give_back(holder)
+        type(self).given_back += 1
+
+
+def test_a_lease_is_kept_for_the_batch_records_still_to_call(app_env, fake_modelslab, monkeypatch):
+    """One slot, records one after another: the first record's lease serves the whole batch
+    (App passes each record's ticket to the slots), and goes back once, at the end."""
+    monkeypatch.setenv("CAPTION_PROVIDER_CONCURRENCY", "2")
+    monkeypatch.setenv("CAPTION_PROVIDER_SLOTS", "1")
+    monkeypatch.setenv("CAPTION_BATCH_CONCURRENCY", "1")
+    monkeypatch.setattr(CountingLeases, "taken", 0)
+    monkeypatch.setattr(CountingLeases, "given_back", 0)
+    fake_modelslab.rule = lambda body: Reply({"status": "success", "output": ["ok"]})
+    app = _instance()
+    atomic = app.pipeline.store._db
+    app.pipeline.slots._leases_for = lambda name: CountingLeases(TABLE, atomic, name, 2)
+    batch = _uploads(app_env, "kept", 4)
+    assert app.handle(sqs_event(*batch), LambdaContext()) == {"batchItemFailures": []}
+    assert len(fake_modelslab.accepted()) == 4
+    assert (CountingLeases.taken, CountingLeases.given_back) == (1, 1)
+    held = SlotLeases(TABLE, boto3.client("dynamodb", region_name="us-east-1"), "modelslab", 2)
+    assert held.held() == {}
+
+
 def test_the_lease_item_stays_out_of_the_indexes(app_env, fake_modelslab, monkeypatch):
     monkeypatch.setenv("CAPTION_PROVIDER_CONCURRENCY", "2")
     app = _instance()
