@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from captioner.store import Status
 
@@ -49,7 +50,13 @@ _metrics_lock = threading.Lock()
 
 def add_metric(name: str, unit: MetricUnit, value: float = 1) -> None:
     """``metrics.add_metric`` under a lock: records run on a thread pool, and Powertools'
-    metric set is a plain dict updated read-modify-write."""
+    metric set is a plain dict updated read-modify-write.
+
+    Nothing is kept when metrics are off (POWERTOOLS_METRICS_DISABLED, as in the local
+    stack): Powertools 3.37 then never clears its set, and prints it anyway once a metric
+    has 100 values, which put stray EMF lines in long local runs."""
+    if is_metrics_disabled():
+        return
     with _metrics_lock:
         metrics.add_metric(name=name, unit=unit, value=value)
 
