@@ -599,16 +599,7 @@ class CaptionStore:
     ) -> dict[str, Any]:
         """One conditional UpdateItem; ``_Refused`` (with the row as it is) when the
         condition fails."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": _key(bucket, key),
-            "UpdateExpression": w.expression(),
-            "ConditionExpression": w.condition,
-            "ExpressionAttributeNames": w.names,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-        if w.values:
-            kwargs["ExpressionAttributeValues"] = _values(w.values)
+        kwargs = self._conditional_update(bucket, key, w)
         if returns:  # ALL_OLD or ALL_NEW: the same call, no extra cost
             kwargs["ReturnValues"] = returns
         try:
@@ -619,9 +610,9 @@ class CaptionStore:
             raise
         return _from_item(resp.get("Attributes") or {})
 
-    def _transact(self, bucket: str, key: str, w: _Write, old: IndexState, new: IndexState) -> None:
-        """The row's conditional write and its postings' changes, all or nothing.
-        ``_Refused`` (with the row as it is) when the row's condition fails."""
+    def _conditional_update(self, bucket: str, key: str, w: _Write) -> dict[str, Any]:
+        """The parameters of ``w`` as one conditional update of the row (UpdateItem's, and a
+        transaction's ``Update``): the row as it was comes back when the condition fails."""
         update: dict[str, Any] = {
             "TableName": self.table_name,
             "Key": _key(bucket, key),
@@ -632,6 +623,12 @@ class CaptionStore:
         }
         if w.values:
             update["ExpressionAttributeValues"] = _values(w.values)
+        return update
+
+    def _transact(self, bucket: str, key: str, w: _Write, old: IndexState, new: IndexState) -> None:
+        """The row's conditional write and its postings' changes, all or nothing.
+        ``_Refused`` (with the row as it is) when the row's condition fails."""
+        update = self._conditional_update(bucket, key, w)
         items = [{"Update": update}, *index.changes(self.table_name, bucket, key, old, new)]
         for attempt in range(5):
             try:

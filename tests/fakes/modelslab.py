@@ -7,26 +7,19 @@ request is recorded so tests can assert what was (not) sent and paid for.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
 
+from tests.fakes.http import FakeServer, QuietHandler, Reply, read_json, send, wait
 
-@dataclass
-class Reply:
-    json: Any = None
-    status: int = 200
-    body: bytes | None = None  # raw body instead of JSON (malformed replies)
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
+__all__ = ["FakeModelsLab", "Reply", "Request"]
 
 
 @dataclass
@@ -50,7 +43,9 @@ class Request:
         )
 
 
-class FakeModelsLab:
+class FakeModelsLab(FakeServer):
+    base_path = "/api/v6"
+
     def __init__(self, *, fetch_images: bool = False) -> None:
         self.requests: list[Request] = []
         self.caption_replies: deque[Reply] = deque()
@@ -78,14 +73,9 @@ class FakeModelsLab:
         self.busy_spans: list[tuple[float, float]] = []  # (start, end) of accepted captions
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    body = {"_raw": raw.decode("utf-8", "replace")}
+                body = read_json(self)
                 paid = self.path.endswith("/image_editing/caption")
                 with fake._lock:
                     over = paid and fake.limit is not None and fake.captions >= fake.limit
@@ -98,27 +88,16 @@ class FakeModelsLab:
                 try:
                     request = fake._answer(self.path, body, limited=over)
                     reply = request.reply or Reply()
-                    if not over and reply.delay:
-                        time.sleep(reply.delay)
+                    if not over:
+                        wait(reply)
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
                         if paid and not over:
                             fake.captions -= 1
                             fake.busy_spans.append((started, time.monotonic()))
-                data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
+                if send(self, reply):
                     request.answered = time.monotonic()
-                except OSError:  # the client gave up on a stalled reply (its deadline)
-                    pass
 
             def do_GET(self) -> None:
                 name = self.path.rsplit("/", 1)[-1]
@@ -126,35 +105,10 @@ class FakeModelsLab:
                     fake.link_gets.append(name)
                     queued = fake.link_replies.get(name)
                     reply = queued.popleft() if queued else Reply(body=f"Linked {name}.".encode())
-                if reply.delay:
-                    time.sleep(reply.delay)
-                data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (a stalled link past its deadline)
-                    pass
+                wait(reply)
+                send(self, reply, content_type=False)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/v6"
-
-    def start(self) -> FakeModelsLab:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
 
     def queue(self, *replies: Reply | dict[str, Any]) -> None:
         self.caption_replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
@@ -164,8 +118,7 @@ class FakeModelsLab:
 
     def link_url(self, name: str) -> str:
         """A caption link on the API host (followed like ModelsLab's own links)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/links/{name}"
+        return f"{self.origin}/links/{name}"
 
     def queue_link(self, name: str, *replies: Reply) -> None:
         self.link_replies.setdefault(name, deque()).extend(replies)

@@ -9,16 +9,13 @@ file name, or the size of a base64 data URL's bytes. Every request is recorded (
 from __future__ import annotations
 
 import base64
-import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from tests.fakes.modelslab import Reply
+from tests.fakes.http import FakeServer, QuietHandler, Reply, read_json, send, wait
 
 
 @dataclass
@@ -42,7 +39,8 @@ class ChatRequest:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
+    base_path = "/v1"
     requests: list[ChatRequest] = field(default_factory=list)
     replies: deque[Reply] = field(default_factory=deque)
 
@@ -50,52 +48,17 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    body = {}
-                request = ChatRequest(self.path, body, self.headers.get("Authorization"))
+                request = ChatRequest(self.path, read_json(self), self.headers.get("Authorization"))
                 with fake._lock:
                     fake.requests.append(request)
                     reply = fake.replies.popleft() if fake.replies else None
                 request.reply = reply = reply or fake._success(request)
-                if reply.delay:
-                    time.sleep(reply.delay)
-                data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (its deadline)
-                    pass
+                wait(reply)
+                send(self, reply)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler, poll_interval=0.05)
 
     def queue(self, *replies: Reply | dict[str, Any]) -> None:
         self.replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
