@@ -4,9 +4,12 @@ moto evaluates a DynamoDB condition and applies the update in Python without a l
 requests on two server threads can both pass the same condition; DynamoDB applies each
 conditional write atomically (the claim lease and the daily budget counter rely on it). And
 moto's ReceiveMessage can hand one message to two concurrent receivers within its visibility
-timeout, which SQS never does. The local stack serializes exactly those calls, in the process
+timeout, which SQS never does. And moto's Query and Scan walk the table's items while another
+thread's write may add a partition ("RuntimeError: dictionary changed size during
+iteration": the budget sweep's query failed five times in the 10,000-upload chaos run),
+which DynamoDB never does. The local stack serializes exactly those calls, in the process
 that runs moto's server, so that several event sources or instances (threads, or separate
-processes in the benchmarks) see AWS's guarantees.
+processes in the benchmarks) see AWS's guarantees. Single-item reads stay concurrent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_DYNAMODB_WRITES = ("update_item", "put_item", "delete_item", "transact_write_items")
+_DYNAMODB_SERIALIZED = (
+    "update_item", "put_item", "delete_item", "transact_write_items",
+    "query", "scan",
+)  # fmt: skip
 _locks = {"dynamodb": threading.RLock(), "sqs": threading.RLock()}
 _MARK = "_captioner_serialized"
 
@@ -27,7 +33,7 @@ def serialize_moto() -> None:
     from moto.sqs.models import SQSBackend
 
     for cls, names, lock in (
-        (DynamoDBBackend, _DYNAMODB_WRITES, _locks["dynamodb"]),
+        (DynamoDBBackend, _DYNAMODB_SERIALIZED, _locks["dynamodb"]),
         (SQSBackend, ("receive_message",), _locks["sqs"]),
     ):
         for name in names:

@@ -394,9 +394,10 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from captioner_tools.local import motofixes, motosqs, mototransactions
+        from captioner_tools.local import motodispatch, motofixes, motosqs, mototransactions
 
         motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
+        motodispatch.install()  # a request's service found once per host, not per request
         mototransactions.install()  # transactions that do not copy the whole table
         motosqs.install()  # sends and receives that do not count the queue per message
         serialize_moto()  # conditional writes and receives as atomic as AWS's
