@@ -5,7 +5,8 @@ A record that met the cap was consumed with its row ``PENDING`` and a reason sta
 ``{"captioner": "budget-sweep"}`` into the caption queue, and the function runs this sweep: when today's budget pays for more requests (a new UTC day, or a higher
 ``DailyBudgetUsd``), it reads the oldest parked rows from the status index, as many as the
 budget pays for (at most ``MAX_PER_SWEEP``), marks each ``requeued_at`` (a conditional
-write: a row that changed meanwhile is left alone) and sends a backfill message for it. A
+write: a row that changed meanwhile is left alone) and sends a backfill message for it, ten
+rows at a time. A
 marked row is not sent again for ``RESEND_AFTER_S`` (its message is on the way) and counts
 against the budget's room until it is captioned; any result written for it removes the mark. Nothing is dead-lettered for the budget, nothing is lost:
 a parked row stays in the table until the sweep's message captions it.
@@ -24,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from captioner.budget import BUDGET_REASON_PREFIX, DailyBudget
 from captioner.events import backfill_message
-from captioner.requeue import Requeue
+from captioner.requeue import SQS_BATCH, Requeue
 from captioner.store import INDEX_BY_STATUS, Status, from_item, now_iso
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ class BudgetSweep:
         wanted = MAX_PER_SWEEP if room is None else min(room - self._on_the_way(), MAX_PER_SWEEP)
         if wanted <= 0:
             return SweepReport(room, 0)
-        bodies = [self._body(row) for row in self._parked(wanted) if self._mark(row)]
-        sent = self.requeue.send_all(bodies) if bodies else 0
+        parked, sent = self._parked(wanted), 0
+        # marked and sent ten at a time: the work starts at once, and a sweep that dies
+        # midway leaves at most one batch marked and unsent (sent after RESEND_AFTER_S)
+        for start in range(0, len(parked), SQS_BATCH):
+            chunk = parked[start : start + SQS_BATCH]
+            bodies = [self._body(row) for row in chunk if self._mark(row)]
+            sent += self.requeue.send_all(bodies) if bodies else 0
         if sent:
             log.info("budget sweep re-queued %d parked row(s)", sent)
         return SweepReport(room, sent)

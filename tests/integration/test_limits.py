@@ -317,6 +317,39 @@ def test_two_sweeps_at_once_requeue_each_parked_row_once(
     assert marked == [True, False, True, False]
 
 
+def test_a_sweep_sends_each_batch_as_soon_as_it_is_marked(
+    queue, app_env, fake_modelslab, monkeypatch
+):
+    """Ten rows at a time: a sweep that dies midway has sent what it marked before, and left
+    only the batch it died in marked and unsent (sent by a sweep an hour later)."""
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", str(PRICE))
+    handler.reset()
+    keys = [f"s/{i:02d}.png" for i in range(26)]
+    for key in keys:
+        queue.send(upload(app_env, key))
+    fast(handler.get_app())
+    while queue.deliver(wait=0):
+        pass
+    assert sum(app_env.row(k)["status"] == "PENDING" for k in keys) == 25
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "1000")
+    handler.reset()
+    app = fast(handler.get_app())
+    sent: list[list[str]] = []
+    real = app.requeue.send_all
+
+    def dies_on_the_second_batch(bodies: list[str]) -> int:
+        if sent:
+            raise RuntimeError("the sweep's instance dies")
+        sent.append(bodies)
+        return real(bodies)
+
+    monkeypatch.setattr(app.requeue, "send_all", dies_on_the_second_batch)
+    with pytest.raises(RuntimeError):
+        app.sweep()
+    assert [len(b) for b in sent] == [10] and queue.depth() == 10
+    assert sum("requeued_at" in app_env.row(k) for k in keys) == 20
+
+
 def test_the_budget_counter_stays_out_of_the_indexes(queue, app_env, fake_modelslab):
     queue.send(upload(app_env, "idx.png"))
     fast(handler.get_app())
