@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from captioner.app import App
-from captioner.observability import logger, metrics, tracer
+from captioner.observability import logger, metrics, metrics_disabled, tracer
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -33,11 +33,17 @@ def handler_for(app: Callable[[], App]) -> Handler:
     Lambda's is ``lambda_handler`` below; the local stack makes one for an app it built from
     its own configuration."""
 
+    def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return app().handle(event, context)
+
+    publishing = metrics.log_metrics(run)
+
     @logger.inject_lambda_context(clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)
-    @metrics.log_metrics
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return app().handle(event, context)
+        # metrics off (the local stack): nothing is kept, so nothing to publish, and
+        # Powertools would warn of an empty set at every invocation
+        return run(event, context) if metrics_disabled() else publishing(event, context)
 
     decorated: Handler = handle  # Powertools' decorators return Any; the shape is unchanged
     return decorated
