@@ -175,9 +175,10 @@ class Config:
     ))  # fmt: skip
     batch_concurrency: int = setting(Setting(
         "CAPTION_BATCH_CONCURRENCY",
-        "records of a batch in progress at once: one at the provider (its slot), the others "
-        "doing their AWS work before and after it",
-        default=3, low=1, high=64,
+        "records of a batch in progress at once: those holding a provider slot at the "
+        "provider, the others doing their AWS work before or after their call (so a record is "
+        "ready when a slot comes free)",
+        default=6, low=1, high=64,
     ))  # fmt: skip
     max_receive_count: int = setting(Setting(
         "CAPTION_MAX_RECEIVE_COUNT",
@@ -197,7 +198,7 @@ class Config:
         "provider requests one instance may have in flight at once, each also holding a lease "
         "when `CAPTION_PROVIDER_CONCURRENCY` is set; the `local` provider uses the instance's "
         "vCPUs instead",
-        default=3, low=1, high=64,
+        default=6, low=1, high=64,
     ))  # fmt: skip
     provider_concurrency: int = setting(Setting(
         "CAPTION_PROVIDER_CONCURRENCY",

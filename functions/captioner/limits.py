@@ -96,6 +96,8 @@ class ProviderSlots:
         self._lock = threading.Lock()
         self.in_use = 0
         self.peak = 0  # the most held at once (benchmarks and tests read it)
+        # leases taken from DynamoDB, and handed from one record of this instance to another
+        self.leases_taken = self.leases_handed_over = 0
         self._leases = leases
         self._wall = wall
         self._changed = threading.Condition(self._lock)  # a lease handed over or polled
@@ -181,12 +183,14 @@ class ProviderSlots:
                     poll = lease is None and not self._polling
                     self._polling = self._polling or poll
                 if lease is not None:
+                    self.leases_handed_over += 1
                     return lease
                 if poll:
                     try:
                         ends = self._wall() + lease_s
                         got = self._ask(name, ends, direct=not asked)
                         if got:
+                            self.leases_taken += 1
                             return _Lease(name, ends)
                     finally:
                         # after an error the take may have landed: take again directly (a

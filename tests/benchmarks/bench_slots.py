@@ -81,7 +81,8 @@ def instance_main() -> None:
     sys.stdin.readline()  # stop
     source.stop()
     slots = app.pipeline.slots(app.pipeline.provider)
-    print(json.dumps({"totals": dict(source.totals), "peak_slots": slots.peak}), flush=True)
+    print(json.dumps({"totals": dict(source.totals), "peak_slots": slots.peak,
+                      "leases": [slots.leases_taken, slots.leases_handed_over]}), flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -94,6 +95,8 @@ def main() -> None:
                              "slot each, no deployment-wide leases")  # fmt: skip
     parser.add_argument("--instances", type=int, default=None,
                         help="default: the event source's MaximumConcurrency")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a function setting other than the template's (repeatable)")  # fmt: skip
     args = parser.parse_args()
 
     template = StackTemplate()
@@ -114,6 +117,7 @@ def main() -> None:
         if args.per_instance:
             instances = limit
             handler_env |= {"CAPTION_PROVIDER_SLOTS": "1", "CAPTION_PROVIDER_CONCURRENCY": "0"}
+        handler_env |= dict(item.split("=", 1) for item in args.set)
         settings = {
             "ProviderConcurrency": limit,
             "instances (MaximumConcurrency)": instances,
@@ -198,9 +202,13 @@ def main() -> None:
     first = min(st for st, _ in spans) - fake_clock_at(started)
     print(f"first request {first:.2f} s after the start; idle slot gaps > 50 ms: {len(gaps)}, "
           f"{sum(gaps):.2f} s in all (largest {max(gaps, default=0):.2f} s)")  # fmt: skip
+    shares = in_flight_shares(spans)
+    print("time with n requests in flight (first request to last reply): " + ", ".join(
+        f"{n}: {share:.1%}" for n, share in sorted(shares.items(), reverse=True)))  # fmt: skip
     print("per instance: " + ", ".join(
         f"{r['totals'].get('invocations', 0)} invocations / {r['totals'].get('received', 0)} "
-        f"records / peak slots {r['peak_slots']}" for r in reports))  # fmt: skip
+        f"records / peak slots {r['peak_slots']} / leases taken {r['leases'][0]}, handed over "
+        f"{r['leases'][1]}" for r in reports))  # fmt: skip
 
 
 def warm_up_records(stack: LocalStack, body: bytes, instances: int) -> list[dict]:
@@ -246,6 +254,18 @@ def idle_gaps(spans: list[tuple[float, float]], lanes: int) -> list[float]:
             gaps.append(start - free[best])
         free[best] = end
     return gaps
+
+
+def in_flight_shares(spans: list[tuple[float, float]]) -> dict[int, float]:
+    """How much of the time from the first request to the last reply had n in flight."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    time_at: Counter[int] = Counter()
+    now, level = edges[0][0], 0
+    for at, step in edges:
+        time_at[level] += at - now
+        now, level = at, level + step
+    total = sum(time_at.values()) or 1.0
+    return {n: t / total for n, t in time_at.items() if t > 0}
 
 
 def wait_until_captioned(stack: LocalStack, want: int, timeout: float) -> tuple[int, float]:
