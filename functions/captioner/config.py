@@ -196,9 +196,10 @@ class Config:
     provider_slots: int = setting(Setting(
         "CAPTION_PROVIDER_SLOTS",
         "provider requests one instance may have in flight at once, each also holding a lease "
-        "when `CAPTION_PROVIDER_CONCURRENCY` is set; the `local` provider uses the instance's "
-        "vCPUs instead",
-        default=6, low=1, high=64,
+        "when `CAPTION_PROVIDER_CONCURRENCY` is set (the template sets 6; without leases the "
+        "default stays under ModelsLab's smallest plan); the `local` provider uses the "
+        "instance's vCPUs instead",
+        default=3, low=1, high=64,
     ))  # fmt: skip
     provider_concurrency: int = setting(Setting(
         "CAPTION_PROVIDER_CONCURRENCY",

@@ -3,14 +3,14 @@
 Across the deployment the limit is ``ProviderConcurrency`` (the provider plan's queued-request
 limit: ModelsLab 5, 10 or 15). The template turns it into instances: the event source's
 ``MaximumConcurrency`` and the function's reserved concurrency both equal it, so at most that
-many instances run, each its own process. Each instance holds ``CAPTION_PROVIDER_SLOTS`` (1)
+many instances run, each its own process. Each instance holds ``CAPTION_PROVIDER_SLOTS``
 provider slots, a semaphore around the provider call only, while it runs several records at
 once (``CAPTION_BATCH_CONCURRENCY``): a record's claim, tag and header reads before the call
 and its writes after it overlap another record's provider time, so the slot never waits for
-AWS. Instances x slots = ProviderConcurrency, whatever the instances do.
+AWS.
 
-With ``CAPTION_PROVIDER_CONCURRENCY`` set (the template sets it to ``ProviderConcurrency``
-and runs one instance more than that) the deployment-wide limit is also kept in DynamoDB
+With ``CAPTION_PROVIDER_CONCURRENCY`` set (the template sets it to ``ProviderConcurrency``)
+the deployment-wide limit is also kept in DynamoDB
 (``leases.py``): a record takes its instance's slot, then a lease on one of the deployment's.
 An instance keeps its lease while another of its records waits for the slot, and gives it
 back as soon as none does (at the latest when its invocation ends), so between two of its
@@ -180,10 +180,10 @@ class ProviderSlots:
                 with self._lock:
                     # a handed-over lease is this invocation's: it lasts as long as ours
                     lease = self._idle.pop() if self._idle else None
+                    self.leases_handed_over += lease is not None
                     poll = lease is None and not self._polling
                     self._polling = self._polling or poll
                 if lease is not None:
-                    self.leases_handed_over += 1
                     return lease
                 if poll:
                     try:

@@ -19,9 +19,12 @@ or polls the stored job (free); it never pays twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 WAITS_ATTRIBUTE = "captioner-waits"
 MAX_WAITS = 96  # e.g. a day of 15-minute waits, or eight hours of 5-minute ones
@@ -71,6 +74,9 @@ class Requeue:
                 Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)],
             )
             sent += len(resp.get("Successful", []))
+            if failed := resp.get("Failed"):  # the caller's rows wait for its next try
+                codes = sorted({str(f.get("Code")) for f in failed})
+                log.warning("SQS refused %d of %d messages: %s", len(failed), len(chunk), codes)
         return sent
 
 

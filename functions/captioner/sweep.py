@@ -82,8 +82,9 @@ class BudgetSweep:
         if wanted <= 0:
             return SweepReport(room, 0)
         parked, sent = self._parked(wanted), 0
-        # marked and sent ten at a time: the work starts at once, and a sweep that dies
-        # midway leaves at most one batch marked and unsent (sent after RESEND_AFTER_S)
+        # marked and sent ten at a time: the first messages go out after ten marks, and a
+        # sweep that dies midway leaves at most one batch marked and unsent; those, and any
+        # message SQS refuses (logged), are sent by a sweep after RESEND_AFTER_S
         for start in range(0, len(parked), SQS_BATCH):
             chunk = parked[start : start + SQS_BATCH]
             bodies = [self._body(row) for row in chunk if self._mark(row)]

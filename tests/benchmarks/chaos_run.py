@@ -228,11 +228,12 @@ def describe(request: Request, started: float) -> str:
     """When a request came, how long its reply took, and what it said."""
     reply = request.reply
     doc = reply.json if reply is not None and isinstance(reply.json, dict) else {}
-    took = (
-        "client gone"
-        if request.answered is None
-        else f"{request.answered - request.received:.2f} s"
-    )
+    if request.answered is None:
+        took = "not written"
+    else:
+        seconds = request.answered - request.received
+        # past the client's timeout: the client had given up (it cannot tell it was charged)
+        took = f"{seconds:.2f} s" + (" LATE" if seconds > CLIENT_TIMEOUT_S else "")
     what = "poll " + job_of(request) if job_of(request) else "caption"
     status = reply.status if reply is not None else "-"
     paid = " PAID" if request.accepted else ""

@@ -28,7 +28,9 @@ class Request:
     body: dict[str, Any]
     reply: Reply | None = None  # what the fake answered
     received: float = 0.0  # time.monotonic() when it arrived
-    answered: float | None = None  # when its reply was written (None: the client had gone)
+    # when its reply was written; None when writing failed (a client that has gone usually
+    # still lets the write succeed: compare with the client's timeout to tell a late reply)
+    answered: float | None = None
 
     @property
     def accepted(self) -> bool:

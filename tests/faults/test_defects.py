@@ -226,7 +226,7 @@ def test_6_a_duplicate_arriving_after_the_holders_soft_deadline_does_not_pay(
 def test_7_slow_records_cannot_starve_the_rest_of_the_batch(
     app_env, fake_modelslab, clock, monkeypatch
 ):
-    monkeypatch.setenv("CAPTION_BATCH_CONCURRENCY", "2")  # as the template sets it
+    monkeypatch.setenv("CAPTION_BATCH_CONCURRENCY", "2")  # two rounds of provider calls
     instance = Instance(clock, remaining_ms=24_000)  # 16 s of provider time for 10 records
     slow = {"slow-0.png", "slow-1.png"}
 

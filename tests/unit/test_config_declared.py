@@ -68,6 +68,9 @@ def _variables(template: dict[str, Any]) -> dict[str, Any]:
 # The deployed function turns these on through the template; run outside it (tests, a
 # bare `App.from_env`) the function's own default is off, on purpose.
 ON_IN_THE_TEMPLATE = {"CAPTION_PROVIDER_CONCURRENCY"}
+# The template raises these above the function's default because it turns the leases on:
+# without them the default keeps one instance under the smallest ModelsLab plan.
+RAISED_WITH_THE_LEASES = {"CAPTION_PROVIDER_SLOTS"}
 
 
 def test_the_templates_defaults_are_the_declared_defaults(template):
@@ -93,6 +96,8 @@ def test_the_templates_defaults_are_the_declared_defaults(template):
                 assert spec.low is None or param["MinValue"] >= spec.low, name
             if "MaxValue" in param:
                 assert spec.high is None or param["MaxValue"] <= spec.high, name
+        elif name in RAISED_WITH_THE_LEASES:
+            assert spec.read({name: str(value)}) > spec.default, (name, value)
         else:  # a literal: the template may only restate the default
             assert spec.read({name: str(value)}) == spec.default, (name, value)
         checked.append(name)

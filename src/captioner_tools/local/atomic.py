@@ -6,7 +6,7 @@ conditional write atomically (the claim lease and the daily budget counter rely 
 moto's ReceiveMessage can hand one message to two concurrent receivers within its visibility
 timeout, which SQS never does. And moto's Query and Scan walk the table's items while another
 thread's write may add a partition ("RuntimeError: dictionary changed size during
-iteration": the budget sweep's query failed five times in the 10,000-upload chaos run),
+iteration": the budget sweep's query failed 5 and 7 times in two 10,000-upload chaos runs),
 which DynamoDB never does. The local stack serializes exactly those calls, in the process
 that runs moto's server, so that several event sources or instances (threads, or separate
 processes in the benchmarks) see AWS's guarantees. Single-item reads stay concurrent.
