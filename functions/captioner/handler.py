@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
 from captioner.app import App
-from captioner.observability import logger, metrics, metrics_disabled, tracer
+from captioner.observability import logger, metrics, tracer
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -43,7 +45,7 @@ def handler_for(app: Callable[[], App]) -> Handler:
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # metrics off (the local stack): nothing is kept, so nothing to publish, and
         # Powertools would warn of an empty set at every invocation
-        return run(event, context) if metrics_disabled() else publishing(event, context)
+        return run(event, context) if is_metrics_disabled() else publishing(event, context)
 
     decorated: Handler = handle  # Powertools' decorators return Any; the shape is unchanged
     return decorated

@@ -48,11 +48,6 @@ metrics = Metrics(
 _metrics_lock = threading.Lock()
 
 
-def metrics_disabled() -> bool:
-    """POWERTOOLS_METRICS_DISABLED (or POWERTOOLS_DEV), read at each call as Powertools does."""
-    return is_metrics_disabled()
-
-
 def add_metric(name: str, unit: MetricUnit, value: float = 1) -> None:
     """``metrics.add_metric`` under a lock: records run on a thread pool, and Powertools'
     metric set is a plain dict updated read-modify-write.
@@ -60,7 +55,7 @@ def add_metric(name: str, unit: MetricUnit, value: float = 1) -> None:
     Nothing is kept when metrics are off (POWERTOOLS_METRICS_DISABLED, as in the local
     stack): Powertools 3.37 then never clears its set, and prints it anyway once a metric
     has 100 values, which put stray EMF lines in long local runs."""
-    if metrics_disabled():
+    if is_metrics_disabled():  # POWERTOOLS_METRICS_DISABLED, read as Powertools reads it
         return
     with _metrics_lock:
         metrics.add_metric(name=name, unit=unit, value=value)

@@ -146,6 +146,7 @@ def test_a_finished_call_hands_its_lease_to_a_waiting_record_of_the_instance():
     second.join(5)
     assert got.is_set()
     assert leases.takes == 1  # handed over inside the instance: no second take
+    assert (slots.leases_taken, slots.leases_handed_over) == (1, 1)  # what bench_slots prints
     slots.release_idle()
     assert leases.holders == {}
 
