@@ -1,9 +1,10 @@
 """Provider slots shared by every function instance: one lease item per provider.
 
 ``CAPTION_PROVIDER_CONCURRENCY`` (the template's ``ProviderConcurrency``) caps the caption
-requests in flight at a provider across the deployment. The template runs one instance more
-than that (a spare, so a slot another instance leaves idle between two batches is taken at
-once), so the cap is kept here, in DynamoDB, where separate processes see the same count.
+requests in flight at a provider across the deployment. The template runs that many
+instances, each with several requests in flight while leases are free (so one instance can
+use every slot when only its batch is queued), so the cap is kept here, in DynamoDB, where
+separate processes see the same count.
 
 The item lives in the captions table under a partition no S3 bucket can have (``#slots``:
 bucket names cannot contain ``#``), sort key the provider's name. It has no ``status``,
@@ -16,7 +17,8 @@ ends: an instance that dies holding one stops counting when that time passes.
   conditional on the value read) and the take is tried once more.
 - give back: one ``UpdateItem`` (``REMOVE holders.#h``).
 - room: one strongly consistent ``GetItem``, the cheap poll of an instance waiting for a
-  lease (a read costs a fifth of a failed conditional write).
+  lease (a read costs a fifth of a failed conditional write), at most one per instance every
+  ``limits.LEASE_POLL_S``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,11 @@ It also prints the most requests the fake saw in progress, the 429s, how many im
 paid for more than once, and the fake's own busy time (sum of accepted request spans /
 LIMIT, against the span from the first request to the last reply).
 
-    .venv/bin/python tests/benchmarks/bench_slots.py [--images 100] [--seconds 1.0]
+The fake runs in a process of its own, as ModelsLab runs apart from AWS: in the moto
+server's process it waited for the interpreter lock behind moto's requests, which delayed
+every request it received by some milliseconds.
+
+    .venv/bin/python tests/benchmarks/bench_slots.py [--images 300] [--seconds 1.0]
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def instance_main() -> None:
 
     # one caption of its own first (connections open, code paths run): a warm instance
     handler.lambda_handler({"Records": [warm]}, LambdaContext(**context))
+    slots = app.pipeline.slots(app.pipeline.provider)
+    slots.peak = slots.leases_taken = slots.leases_handed_over = 0  # the warm-up's do not count
     print("ready", flush=True)
     sys.stdin.readline()  # go
     source = SqsEventSource(
@@ -80,14 +86,73 @@ def instance_main() -> None:
     ).start()
     sys.stdin.readline()  # stop
     source.stop()
-    slots = app.pipeline.slots(app.pipeline.provider)
     print(json.dumps({"totals": dict(source.totals), "peak_slots": slots.peak,
                       "leases": [slots.leases_taken, slots.leases_handed_over]}), flush=True)  # fmt: skip
 
 
+def fake_main() -> None:
+    """The fake ModelsLab, in its own process. Commands on stdin, one per line: ``clear``
+    (forget the warm-up), ``wait N SECONDS`` (until N captions were answered: prints
+    ``answered N``) and ``report`` (prints what it saw as JSON, then stops)."""
+    limit, seconds = int(sys.argv[2]), float(sys.argv[3])
+    fake = FakeModelsLab().start()
+    fake.limit = limit
+    fake.rule = lambda body: Reply(
+        {"status": "success", "output": ["A benchmark photo."]}, delay=seconds
+    )
+    print(fake.url, flush=True)
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "clear":
+            fake.requests.clear()
+            fake.busy_spans.clear()
+            fake.limited.clear()
+            fake.max_in_flight = 0
+            print("cleared", flush=True)
+        elif command == "wait":
+            deadline = time.monotonic() + float(args[1])
+            while len(fake.busy_spans) < int(args[0]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print(f"answered {len(fake.busy_spans)}", flush=True)
+        elif command == "report":
+            paid = [r.body.get("init_image", "").split("?")[0] for r in fake.accepted()]
+            print(json.dumps({"spans": fake.busy_spans, "limited": len(fake.limited),
+                              "max_in_flight": fake.max_in_flight, "paid": paid}), flush=True)  # fmt: skip
+            break
+    fake.stop()
+
+
+class FakeProcess:
+    """The fake ModelsLab's process, driven through its stdin (``fake_main``)."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--fake", str(limit), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self._read()
+
+    def ask(self, command: str) -> str:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def report(self) -> dict:
+        report = json.loads(self.ask("report"))
+        self._proc.wait(30)
+        return report
+
+    def _read(self) -> str:
+        assert self._proc.stdout is not None
+        return self._proc.stdout.readline().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=1.0, help="provider time per caption")
     parser.add_argument("--limit", type=int, default=None, help="default: ProviderConcurrency")
     parser.add_argument("--per-instance", action="store_true",
@@ -101,11 +166,7 @@ def main() -> None:
 
     template = StackTemplate()
     limit = args.limit or int(template.parameter("ProviderConcurrency"))
-    fake = FakeModelsLab().start()
-    fake.limit = limit
-    fake.rule = lambda body: Reply(
-        {"status": "success", "output": ["A benchmark photo."]}, delay=args.seconds
-    )
+    fake = FakeProcess(limit, args.seconds)
     env = {"MODELSLAB_API_URL": fake.url, "MODELSLAB_API_KEY": API_KEY}
     with LocalStack(port=0, poll=False, register_stack=False, env=env,
                     schedule_interval_s=0) as stack:  # fmt: skip
@@ -160,16 +221,13 @@ def main() -> None:
             while (line := proc.stdout.readline()) and line.strip() != "ready":
                 pass
             assert line.strip() == "ready"
-        fake.requests.clear()  # the warm-up captions do not count
-        fake.busy_spans.clear()
-        fake.limited.clear()
-        fake.max_in_flight = 0
+        fake.ask("clear")  # the warm-up captions do not count
         started = time.time()
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        captioned, finished = wait_until_captioned(stack, args.images, args.images * 3 + 120)
+        captioned, finished = wait_until_captioned(stack, fake, args.images, args.images * 3 + 120)
         wall = finished - started
         reports = []
         for proc in procs:
@@ -182,11 +240,11 @@ def main() -> None:
             lines = [line for line in output.splitlines() if line.startswith('{"totals"')]
             reports.append(json.loads(lines[-1]))
             proc.wait(30)
-    fake.stop()
+    seen = fake.report()
 
     ideal = math.ceil(args.images / limit) * args.seconds
-    paid = Counter(r.body.get("init_image", "").split("?")[0] for r in fake.accepted())
-    spans = fake.busy_spans
+    paid = Counter(seen["paid"])
+    spans = [(start, end) for start, end in seen["spans"]]
     busy = sum(end - start for start, end in spans) / limit
     span = max(e for _, e in spans) - min(s for s, _ in spans)
     print(f"settings: {settings}")
@@ -195,7 +253,7 @@ def main() -> None:
     print(f"utilization (ideal / wall) {ideal / wall:.3f}")
     print(f"provider busy {busy:.2f} s of {span:.2f} s from first request to last reply "
           f"({busy / span:.3f})")  # fmt: skip
-    print(f"peak in flight {fake.max_in_flight} (limit {limit}), 429s {len(fake.limited)}, "
+    print(f"peak in flight {seen['max_in_flight']} (limit {limit}), 429s {seen['limited']}, "
           f"paid requests {sum(paid.values())}, images paid twice "
           f"{sum(1 for n in paid.values() if n > 1)}")  # fmt: skip
     gaps = idle_gaps(spans, limit)
@@ -268,9 +326,16 @@ def in_flight_shares(spans: list[tuple[float, float]]) -> dict[int, float]:
     return {n: t / total for n, t in time_at.items() if t > 0}
 
 
-def wait_until_captioned(stack: LocalStack, want: int, timeout: float) -> tuple[int, float]:
-    """(rows captioned, when the last of them was written: its ``updated_at``). Polled twice
-    a second with a cheap query: a tight poll would load the moto server everyone shares."""
+def wait_until_captioned(
+    stack: LocalStack, fake: FakeProcess, want: int, timeout: float
+) -> tuple[int, float]:
+    """(rows captioned, when the last of them was written: its ``updated_at``).
+
+    The wait must not load the moto server the instances share: a query that returns 300
+    rows costs moto ~330 ms of Python, under the lock that its writes take too
+    (``local/atomic.py``), and polled twice a second it slowed every lease crossing. So it
+    first watches the fake (no AWS call) until every image has had its reply, then counts
+    the rows (``Select=COUNT``, ~25 ms) until all are written, and reads them once."""
     ddb = stack.client("dynamodb")
     deadline = time.monotonic() + timeout
     query = {
@@ -284,13 +349,15 @@ def wait_until_captioned(stack: LocalStack, want: int, timeout: float) -> tuple[
             ":s": {"S": "CAPTIONED"},
         },
     }
-    while True:
-        pages = ddb.get_paginator("query").paginate(**query)
-        rows = [item for page in pages for item in page["Items"]]
-        if len(rows) >= want or time.monotonic() > deadline:
-            last = max((r["updated_at"]["S"] for r in rows), default=None)
-            return len(rows), _epoch(last) if last else time.time()
-        time.sleep(0.5)
+    fake.ask(f"wait {want} {timeout}")
+    pages = ddb.get_paginator("query")
+    while sum(p["Count"] for p in pages.paginate(**query, Select="COUNT")) < want:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    rows = [item for page in pages.paginate(**query) for item in page["Items"]]
+    last = max((r["updated_at"]["S"] for r in rows), default=None)
+    return len(rows), _epoch(last) if last else time.time()
 
 
 def _epoch(iso: str) -> float:
@@ -307,5 +374,7 @@ def fake_clock_at(wall: float) -> float:
 if __name__ == "__main__":
     if "--instance" in sys.argv:
         instance_main()
+    elif sys.argv[1:2] == ["--fake"]:
+        fake_main()
     else:
         main()

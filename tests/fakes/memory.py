@@ -418,10 +418,12 @@ class MemoryLeases:
         self.holders: dict[str, float] = {}
         self.takes = 0  # successful takes
         self.given_back = 0
+        self.asks = 0  # calls that look for a lease (take and has_room), whatever they find
         self.fail: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def _maybe_fail(self, name: str) -> None:
+        self.asks += name in ("take", "has_room")
         if self.fail.get(name, 0) > 0:
             self.fail[name] -= 1
             raise ConnectionError(f"{name} failed (scripted)")

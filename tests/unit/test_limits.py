@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from captioner.limits import NoSlot, ProviderSlots, TimeShare
+from captioner.limits import LEASE_POLL_S, NoSlot, ProviderSlots, TimeShare
 from captioner.requeue import MAX_DELAY_S, MAX_WAITS, Requeue, delay_seconds, waits_of
 from tests.fakes.memory import MemoryLeases
 
@@ -170,6 +170,48 @@ def test_a_lease_is_kept_for_records_still_to_call_until_the_invocation_ends():
         pass
     slots.release_idle()  # the invocation ends: a frozen instance holds nothing
     assert leases.holders == {}
+
+
+def test_an_instance_looks_for_a_lease_once_per_poll_however_many_records_wait():
+    """Each look is a DynamoDB read: the records waiting in an instance share one look
+    every ``LEASE_POLL_S`` (jittered 0.5-1.5x), not one look each, back to back."""
+    leases = MemoryLeases(limit=1)
+    assert leases.take("another-instance", until=time.time() + 60)
+    slots = ProviderSlots(6, leases=leases)
+    refused = []
+
+    def record() -> None:
+        try:
+            with slots.hold(time.monotonic() + 0.5, 60):
+                pass
+        except NoSlot:
+            refused.append(1)
+
+    threads = [threading.Thread(target=record) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(refused) == 5
+    # 0.5 s at one look per 0.05 s at the most, plus the look the instance had under way
+    assert leases.asks <= 0.5 / (0.5 * LEASE_POLL_S) + 2
+
+
+def test_a_taken_lease_lets_the_next_waiting_record_look_at_once():
+    leases = MemoryLeases(limit=3)
+    slots = ProviderSlots(3, leases=leases)
+    entered, leave = threading.Event(), threading.Event()
+    started = time.monotonic()
+    holders = [_hold_in_thread(slots, threading.Event(), leave) for _ in range(2)]
+    last = _hold_in_thread(slots, entered, leave)
+    assert entered.wait(5)
+    # three takes in a row, no poll interval between them: there was room
+    assert time.monotonic() - started < LEASE_POLL_S * 0.5
+    leave.set()
+    for thread in [*holders, last]:
+        thread.join()
+    slots.release_idle()
+    assert leases.takes == 3 and leases.holders == {}
 
 
 def test_a_lease_whose_holder_died_counts_no_more_once_it_ends():
