@@ -132,8 +132,8 @@ class ConnectionTrap:
 
 def run_checkov(path: Path) -> tuple[int, dict[str, Any]]:
     """checkov on one CloudFormation file, offline: --skip-download (no policy metadata, no
-    platform calls), no update check, no API key in the environment (nothing uploaded), and every proxied
-    request sent to a trap that must see none."""
+    platform calls), no update check, no API key in the environment (nothing uploaded), and
+    every proxied request sent to a trap that must see none."""
     assert CHECKOV.is_file() and os.access(CHECKOV, os.X_OK), (
         f"checkov not found at {CHECKOV.relative_to(ROOT)}: the setup script installs it "
         "into its own venv (never into .venv) before the tests run"
