@@ -15,6 +15,7 @@ a row that says what happened.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,11 @@ MIN_PROVIDER_S = 3.0
 # When a queued job gives no eta, or a 429 no retry_after: come back after this long.
 DEFAULT_JOB_WAIT_S = 15.0
 DEFAULT_RATE_LIMIT_WAIT_S = 5.0
+# A paid caption's write is tried this many times (0.1, 0.2, 0.4 s apart, within the record's
+# time): until it lands the caption is only in memory, and a retry of the message pays again.
+SAVE_PAID_TRIES = 4
+
+log = logging.getLogger(__name__)
 
 
 class RetryLater(CaptionerError):
@@ -336,11 +342,32 @@ class Pipeline:
         # The tags are read again meanwhile; they are written only once the caption is safe.
         work.tags = self._overlap.submit(self.objects.get_tags, ref.bucket, ref.key, ref.version_id)
         result = _captioned(caption, info, work.fallback_reason)
-        if not self.store.save_result(work.claim, result, keep_lease=True):
+        if not self._save_paid(work, result):
             _settle(work.tags)
             return _taken()
         work.captioned = work.fresh = True
         return self._tag_and_finish(work, caption.text)
+
+    def _save_paid(self, work: _Work, result: Result) -> bool:
+        """Write a paid caption (and keep the lease for its tag); False when the fence
+        refused it (final). An error (throttling, a 500, a timeout) is tried again
+        ``SAVE_PAID_TRIES`` times in all while the record's time allows."""
+        delay = 0.1
+        for _ in range(SAVE_PAID_TRIES - 1):
+            try:
+                return self.store.save_result(work.claim, result, keep_lease=True)
+            except Exception as exc:
+                if time.monotonic() + delay >= work.attempt.deadline:
+                    break
+                log.warning("writing a paid caption failed (%s); trying again", _name(exc))
+                self._sleep(delay)
+                delay *= 2
+        try:
+            return self.store.save_result(work.claim, result, keep_lease=True)
+        except Exception as exc:
+            # the message comes back and its next delivery pays again: say so
+            log.error("a paid caption could not be written (%s): it is lost", _name(exc))
+            raise
 
     def _tag_and_finish(self, work: _Work, text: str) -> Outcome:
         tag_status, error, ours = self._tag(work, text)
@@ -555,6 +582,13 @@ class Pipeline:
         """The event callback for a final write of this delivery, or None: no news."""
         previous = work.claim.previous if work.claim.same_revision else None
         return self.announcer.for_transition(previous, status, paid=work.fresh)
+
+
+def _name(exc: Exception) -> str:
+    """The error's type and AWS code, without its message (it may quote the row)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
 
 
 def _wait_for(exc: Exception) -> float | None:

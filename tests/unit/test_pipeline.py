@@ -14,7 +14,7 @@ import pytest
 from captioner.config import Config
 from captioner.errors import ProviderConfigError, ProviderImageError, ProviderTransientError
 from captioner.events import ObjectEvent
-from captioner.pipeline import Attempt, Pipeline, RetryLater
+from captioner.pipeline import SAVE_PAID_TRIES, Attempt, Pipeline, RetryLater
 from captioner.retry import Backoff
 from captioner.store import Status, Unchanged
 from tests.fakes.memory import (
@@ -273,6 +273,51 @@ def test_a_paid_caption_is_reused_when_only_its_tag_is_left(world):
     assert world.row()["tag_status"] == "WRITTEN" and "last_error" not in world.row()
     assert world.objects.tags_of(BUCKET, KEY) == [("caption", "a cat")]
     assert world.provider.paid == 1
+
+
+def test_a_paid_caption_whose_write_fails_is_written_again_not_paid_again(world):
+    """The reply succeeded, the write of the caption that follows it did not (DynamoDB
+    throttled, a 500, a timeout): the caption is only in memory, and a retry of the message
+    would pay for it again. It is written again while the record's time lasts."""
+    event = world.upload()
+    save, failures = world.store.save_result, [RuntimeError("ProvisionedThroughputExceeded")] * 2
+
+    def flaky_save(claim, result, **kwargs):
+        if result.status is Status.CAPTIONED and failures:
+            raise failures.pop()
+        return save(claim, result, **kwargs)
+
+    world.store.save_result = flaky_save
+    assert world.deliver(event).status is Status.CAPTIONED
+    assert world.row()["caption"] == "a cat" and world.row()["tag_status"] == "WRITTEN"
+    assert world.provider.paid == 1 and not failures
+
+
+def test_a_paid_caption_that_cannot_be_written_is_tried_a_bounded_number_of_times(world):
+    """When every write fails, the error goes to SQS (the message comes back, and pays again:
+    nothing else holds the caption) after SAVE_PAID_TRIES writes, fewer when the record's
+    time runs short, and the row says why."""
+    event = world.upload()
+    save, tries = world.store.save_result, []
+
+    def failing_save(claim, result, **kwargs):
+        if result.status is Status.CAPTIONED:
+            tries.append(time.monotonic())
+            raise RuntimeError("InternalServerError")
+        return save(claim, result, **kwargs)
+
+    world.store.save_result = failing_save
+    with pytest.raises(RuntimeError, match="InternalServerError"):
+        world.deliver(event)
+    assert len(tries) == SAVE_PAID_TRIES and world.provider.paid == 1
+    row = world.row()
+    assert row["status"] == "PENDING" and "InternalServerError" in row["last_error"]
+
+    tries.clear()  # with 0.15 s left: no wait of 0.2 s starts
+    attempt = Attempt(deadline=time.monotonic() + 0.15, receive_count=2, max_receive_count=5)
+    with pytest.raises(RuntimeError, match="InternalServerError"):
+        world.pipeline.process(event, attempt)
+    assert len(tries) == 3
 
 
 # -- the row describes the newest version ------------------------------------------------------
