@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -61,8 +62,8 @@ CLIENT_TIMEOUT_S = 3
 class Provider:
     """The fake's behaviour: faults by a seeded coin, queued jobs that finish on time."""
 
-    def __init__(self, fake: FakeModelsLab, faults: float, seconds: float, seed: int) -> None:
-        self.fake, self.faults, self.seconds = fake, faults, seconds
+    def __init__(self, faults: float, seconds: float, seed: int) -> None:
+        self.faults, self.seconds = faults, seconds
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.jobs: dict[str, float] = {}  # job id -> when it is done
@@ -107,6 +108,56 @@ class Provider:
         return Reply({"status": "success", "id": job, "output": [f"Queued job {job} done."]})
 
 
+def fake_main() -> None:
+    """The fake ModelsLab and its faults, in a process of its own: ModelsLab runs apart from
+    AWS. In the local stack's process its threads waited for the interpreter lock behind the
+    whole stack, sometimes for seconds: a 0.1 s reply came after the client's 3 s timeout,
+    and the client (rightly) paid again. Prints its URL; on a line on stdin, prints what it
+    saw as JSON and stops."""
+    spec = json.loads(sys.argv[2])
+    fake = FakeModelsLab().start()
+    fake.limit = spec["limit"]
+    provider = Provider(spec["faults"], spec["seconds"], spec["seed"])
+    fake.rule = provider.caption
+    fake.fetch_rule = provider.fetch
+    print(fake.url, flush=True)
+    sys.stdin.readline()
+    requests = [
+        {
+            "image": image_of(r), "job": job_of(r), "received": r.received,
+            "answered": r.answered, "status": r.reply.status if r.reply else None,
+            "said": r.reply.json.get("status", "") if r.reply and isinstance(r.reply.json, dict) else "",
+            "accepted": r.accepted,
+        }
+        for r in fake.requests
+    ]  # fmt: skip
+    print(json.dumps({"requests": requests, "injected": dict(provider.injected),
+                      "limited": len(fake.limited), "max_in_flight": fake.max_in_flight,
+                      "job_image": provider.job_image}), flush=True)  # fmt: skip
+    fake.stop()
+
+
+def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+    spec = {"limit": args.limit, "faults": args.faults, "seconds": args.seconds, "seed": args.seed}
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--fake", json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def fake_report(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("report\n")
+    proc.stdin.flush()
+    report: dict[str, Any] = json.loads(proc.stdout.readline())
+    proc.wait(30)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=10_000)
@@ -120,14 +171,10 @@ def main() -> None:
     uploads = 1_000 if args.quick else args.uploads
     rng = random.Random(args.seed)
 
-    fake = FakeModelsLab().start()
-    fake.limit = args.limit
-    provider = Provider(fake, args.faults, args.seconds, args.seed)
-    fake.rule = provider.caption
-    fake.fetch_rule = provider.fetch
+    fake, fake_url = start_fake(args)
     cap = round(PRICE * uploads / 2, 4)
     env = {
-        "MODELSLAB_API_URL": fake.url,
+        "MODELSLAB_API_URL": fake_url,
         "MODELSLAB_API_KEY": API_KEY,
         "MODELSLAB_TIMEOUT": str(CLIENT_TIMEOUT_S),
     }
@@ -183,9 +230,9 @@ def main() -> None:
         rows = all_rows(stack)
         dead = depth(stack, stack.dlq_url)
         spent = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
-    fake.stop()
+    seen = fake_report(fake)
 
-    paid = Counter(image_of(r) for r in fake.accepted())
+    paid = Counter(r["image"] for r in seen["requests"] if r["accepted"])
     lost = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
     captioned = statuses.get("CAPTIONED", 0)
     print(f"\nuploads                 {uploads} (duplicate notifications: "
@@ -197,8 +244,8 @@ def main() -> None:
     print(f"parked by the budget    {parked} (resumed after the cap was raised)")
     print(f"wall time               {wall:.1f} s")
     print(f"captions/s              {captioned / wall:.1f}")
-    print(f"faults injected         {dict(provider.injected)}")
-    print(f"429s from the limit     {len(fake.limited)}; most in progress {fake.max_in_flight}"
+    print(f"faults injected         {seen['injected']}")
+    print(f"429s from the limit     {seen['limited']}; most in progress {seen['max_in_flight']}"
           f" (limit {args.limit}, polls included)")  # fmt: skip
     print(f"paid requests           {sum(paid.values())}; spent today {spent.spent_usd} $ "
           f"({spent.reservations} reservations, {spent.refunds} given back)")  # fmt: skip
@@ -210,8 +257,8 @@ def main() -> None:
         row = rows.get(f"chaos/{name}", {})
         print(f"  {name}: row {row.get('status')}, attempts {row.get('attempts')}, "
               f"job {row.get('provider_job_id')}")  # fmt: skip
-        for request in fake.requests:
-            if image_of(request) == name or provider.job_image.get(job_of(request)) == name:
+        for request in seen["requests"]:
+            if request["image"] == name or seen["job_image"].get(request["job"]) == name:
                 print("    " + describe(request, started))
 
 
@@ -224,21 +271,19 @@ def job_of(request: Request) -> str:
     return request.path.rsplit("/", 1)[-1] if "/image_editing/fetch/" in request.path else ""
 
 
-def describe(request: Request, started: float) -> str:
+def describe(request: dict[str, Any], started: float) -> str:
     """When a request came, how long its reply took, and what it said."""
-    reply = request.reply
-    doc = reply.json if reply is not None and isinstance(reply.json, dict) else {}
-    if request.answered is None:
+    if request["answered"] is None:
         took = "not written"
     else:
-        seconds = request.answered - request.received
+        seconds = request["answered"] - request["received"]
         # past the client's timeout: the client had given up (it cannot tell it was charged)
         took = f"{seconds:.2f} s" + (" LATE" if seconds > CLIENT_TIMEOUT_S else "")
-    what = "poll " + job_of(request) if job_of(request) else "caption"
-    status = reply.status if reply is not None else "-"
-    paid = " PAID" if request.accepted else ""
-    return (f"{request.received - started:8.2f} s  {what:<12} took {took:<12} "
-            f"HTTP {status} {doc.get('status', '')}{paid}")  # fmt: skip
+    what = "poll " + request["job"] if request["job"] else "caption"
+    status = request["status"] if request["status"] is not None else "-"
+    paid = " PAID" if request["accepted"] else ""
+    return (f"{request['received'] - started:8.2f} s  {what:<12} took {took:<12} "
+            f"HTTP {status} {request['said']}{paid}")  # fmt: skip
 
 
 def raise_cap(stack: LocalStack, cap: str) -> None:
@@ -316,4 +361,7 @@ def all_rows(stack: LocalStack) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--fake"]:
+        fake_main()
+    else:
+        main()
