@@ -207,7 +207,7 @@ class ProviderSlots:
                         asked = got is not None
                         with self._lock:
                             self._polling = False
-                            if not got:  # none free: the instance's next look waits
+                            if not got:  # none free (or the call failed): the next look waits
                                 jitter = random.uniform(0.5, 1.5)  # noqa: S311 (not a secret)
                                 self._next_look = self._clock() + LEASE_POLL_S * jitter
                             self._changed.notify_all()  # taken: the next record looks at once

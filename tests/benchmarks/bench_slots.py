@@ -45,6 +45,7 @@ from captioner_tools.local.stack import LocalStack  # noqa: E402
 from captioner_tools.local.template import StackTemplate  # noqa: E402
 from tests import images  # noqa: E402
 from tests.fakes.modelslab import FakeModelsLab, Reply  # noqa: E402
+from tests.fakes.process import LineProcess  # noqa: E402
 
 API_KEY = "bench-key"
 
@@ -122,34 +123,6 @@ def fake_main() -> None:
     fake.stop()
 
 
-class FakeProcess:
-    """The fake ModelsLab's process, driven through its stdin (``fake_main``)."""
-
-    def __init__(self, limit: int, seconds: float) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, __file__, "--fake", str(limit), str(seconds)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.url = self._read()
-
-    def ask(self, command: str) -> str:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(command + "\n")
-        self._proc.stdin.flush()
-        return self._read()
-
-    def report(self) -> dict:
-        report = json.loads(self.ask("report"))
-        self._proc.wait(30)
-        return report
-
-    def _read(self) -> str:
-        assert self._proc.stdout is not None
-        return self._proc.stdout.readline().strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=300)
@@ -166,7 +139,7 @@ def main() -> None:
 
     template = StackTemplate()
     limit = args.limit or int(template.parameter("ProviderConcurrency"))
-    fake = FakeProcess(limit, args.seconds)
+    fake = LineProcess([sys.executable, __file__, "--fake", str(limit), str(args.seconds)])
     env = {"MODELSLAB_API_URL": fake.url, "MODELSLAB_API_KEY": API_KEY}
     with LocalStack(port=0, poll=False, register_stack=False, env=env,
                     schedule_interval_s=0) as stack:  # fmt: skip
@@ -240,7 +213,7 @@ def main() -> None:
             lines = [line for line in output.splitlines() if line.startswith('{"totals"')]
             reports.append(json.loads(lines[-1]))
             proc.wait(30)
-    seen = fake.report()
+    seen = fake.finish("report")
 
     ideal = math.ceil(args.images / limit) * args.seconds
     paid = Counter(seen["paid"])
@@ -327,7 +300,7 @@ def in_flight_shares(spans: list[tuple[float, float]]) -> dict[int, float]:
 
 
 def wait_until_captioned(
-    stack: LocalStack, fake: FakeProcess, want: int, timeout: float
+    stack: LocalStack, fake: LineProcess, want: int, timeout: float
 ) -> tuple[int, float]:
     """(rows captioned, when the last of them was written: its ``updated_at``).
 

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -53,6 +52,7 @@ from captioner_tools.local.stack import LocalStack  # noqa: E402
 from tests import images  # noqa: E402
 from tests.conftest import notification, s3_record  # noqa: E402
 from tests.fakes.modelslab import FakeModelsLab, Reply, Request  # noqa: E402
+from tests.fakes.process import LineProcess  # noqa: E402
 
 PRICE = 0.0047
 API_KEY = "chaos-key"
@@ -137,27 +137,6 @@ def fake_main() -> None:
     fake.stop()
 
 
-def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    spec = {"limit": args.limit, "faults": args.faults, "seconds": args.seconds, "seed": args.seed}
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--fake", json.dumps(spec)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
-
-
-def fake_report(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write("report\n")
-    proc.stdin.flush()
-    report: dict[str, Any] = json.loads(proc.stdout.readline())
-    proc.wait(30)
-    return report
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=10_000)
@@ -171,10 +150,11 @@ def main() -> None:
     uploads = 1_000 if args.quick else args.uploads
     rng = random.Random(args.seed)
 
-    fake, fake_url = start_fake(args)
+    spec = {"limit": args.limit, "faults": args.faults, "seconds": args.seconds, "seed": args.seed}
+    fake = LineProcess([sys.executable, __file__, "--fake", json.dumps(spec)])
     cap = round(PRICE * uploads / 2, 4)
     env = {
-        "MODELSLAB_API_URL": fake_url,
+        "MODELSLAB_API_URL": fake.url,
         "MODELSLAB_API_KEY": API_KEY,
         "MODELSLAB_TIMEOUT": str(CLIENT_TIMEOUT_S),
     }
@@ -230,7 +210,7 @@ def main() -> None:
         rows = all_rows(stack)
         dead = depth(stack, stack.dlq_url)
         spent = read_day(stack.table, stack.client("dynamodb"), now_iso()[:10])
-    seen = fake_report(fake)
+    seen = fake.finish("report")
 
     paid = Counter(r["image"] for r in seen["requests"] if r["accepted"])
     lost = [k for k in keys if rows.get(k, {}).get("status") not in FINAL_STATUSES]
