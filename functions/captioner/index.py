@@ -7,6 +7,11 @@ never contain ``#``). One item ("posting") per indexed word of a row:
     key    = "<indexed_at>#<bucket>#<key>"  sort key: newest first, and unique per object
     object_bucket, object_key, words        the row it points at, and all its indexed words
 
+DynamoDB limits a sort key to 1,024 bytes and S3 allows keys of 1,024 bytes, so a long key
+does not fit after the time and the bucket: its sort key holds the start of the key and a
+digest of the whole (``sort_key``), still unique per object and still ordered by time.
+Readers take the object from ``object_bucket``/``object_key``, never from the sort key.
+
 Postings have no ``updated_at`` or ``status``, so they stay out of both global secondary
 indexes. The row records what it has in the index (``indexed_words``, ``indexed_at``), and
 every change of the postings is one transaction with a conditional write of the row
@@ -130,14 +135,27 @@ def partition(word: str, shard_no: int) -> str:
     return f"{PREFIX}{word}#{shard_no}"
 
 
+# DynamoDB's limit on a sort key (UTF-8 bytes); a posting's sort key never exceeds it.
+MAX_SORT_KEY_BYTES = 1024
+_DIGEST_MARK = "#~"  # "<start of the key>#~<digest>" in the sort key of a long key
+
+
 def sort_key(at: str, bucket: str, key: str) -> str:
-    return f"{at}#{bucket}#{key}"
+    """``<at>#<bucket>#<key>``, or for a key too long for that, ``<at>#<bucket>#<as much of
+    the key as fits>#~<digest of the key>`` (at most MAX_SORT_KEY_BYTES either way)."""
+    full = f"{at}#{bucket}#{key}"
+    if len(full.encode()) <= MAX_SORT_KEY_BYTES:
+        return full
+    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    tail = f"{_DIGEST_MARK}{digest}"
+    room = MAX_SORT_KEY_BYTES - len(f"{at}#{bucket}#".encode()) - len(tail)
+    start = key.encode()[: max(room, 0)].decode("utf-8", errors="ignore")
+    return f"{at}#{bucket}#{start}{tail}"
 
 
-def split_sort_key(value: str) -> tuple[str, str, str]:
-    """(indexed_at, bucket, key) of a posting's sort key (keys may contain ``#``)."""
-    at, bucket, key = value.split("#", 2)
-    return at, bucket, key
+def posting_at(value: str) -> str:
+    """The ``indexed_at`` time of a posting's sort key."""
+    return value.split("#", 1)[0]
 
 
 def is_posting(item_bucket: str) -> bool:

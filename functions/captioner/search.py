@@ -48,7 +48,7 @@ class Posting:
 
     @property
     def at(self) -> str:
-        return index.split_sort_key(self.sort_key)[0]
+        return index.posting_at(self.sort_key)
 
 
 class NothingToSearch(ValueError):
@@ -100,7 +100,7 @@ class IndexSearch:
         return heapq.merge(*shards, key=lambda p: p.sort_key, reverse=True)
 
     def _shard(self, partition: str, others: list[str], query: SearchQuery) -> Iterator[Posting]:
-        names = {"#p": "bucket", "#k": "key"}
+        names = {"#p": "bucket", "#k": "key", "#pb": "object_bucket", "#pk": "object_key"}
         values: dict[str, Any] = {":p": {"S": partition}}
         condition = "#p = :p"
         if query.after:
@@ -112,11 +112,11 @@ class IndexSearch:
             values[f":w{i}"] = {"S": word}
             filters.append(f"contains(#w, :w{i})")
         if query.bucket:
-            names["#ob"], values[":ob"] = "object_bucket", {"S": query.bucket}
-            filters.append("#ob = :ob")
+            values[":ob"] = {"S": query.bucket}
+            filters.append("#pb = :ob")
             if query.prefix:
-                names["#ok"], values[":ok"] = "object_key", {"S": query.prefix}
-                filters.append("begins_with(#ok, :ok)")
+                values[":ok"] = {"S": query.prefix}
+                filters.append("begins_with(#pk, :ok)")
         limit = max(query.limit or PAGE_MAX, 10) * (4 if filters else 1)
         args: dict[str, Any] = {
             "TableName": self.table_name,
@@ -124,7 +124,8 @@ class IndexSearch:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
-            "ProjectionExpression": "#k",  # the sort key names the object
+            # the object, from its own attributes: a long key's sort key holds only its start
+            "ProjectionExpression": "#k, #pb, #pk",
             "Limit": min(limit, PAGE_MAX),
         }
         if filters:
@@ -132,9 +133,9 @@ class IndexSearch:
         while True:
             page = self._db.query(**args)
             for item in page.get("Items", []):
-                sort_key = item["key"]["S"]
-                _, bucket, key = index.split_sort_key(sort_key)
-                yield Posting(sort_key, bucket, key)
+                yield Posting(
+                    item["key"]["S"], item["object_bucket"]["S"], item["object_key"]["S"]
+                )
             if "LastEvaluatedKey" not in page:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -28,6 +28,7 @@ them after marking the row. ``save_tag`` and the claim never touch them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +53,7 @@ EVENT_DUE = "event_due"  # internal: see RESULT_FIELDS
 # Called with the row as written when a write makes a status change that must be announced.
 Announce = Callable[[dict[str, Any]], None]
 
+log = logging.getLogger(__name__)
 _ser = TypeSerializer()
 _deser = TypeDeserializer()
 
@@ -405,9 +407,10 @@ class CaptionStore:
         index state is taken from the claim and checked by the write; when someone changed
         it meanwhile (our own write that timed out but landed, a reindex), it is read again."""
         known = IndexState.of(claim.previous)
-        for _ in range(4):
+        unindexed = False  # DynamoDB refused the postings: the row is written without them
+        for _ in range(5):
             w = write()
-            want = index.wanted(row, str(w.assigned["updated_at"]))
+            want = IndexState() if unindexed else index.wanted(row, str(w.assigned["updated_at"]))
             _set_index(w, known, want)
             try:
                 if known.empty and want.empty:  # no posting changes: a plain write
@@ -418,6 +421,18 @@ class CaptionStore:
                 if refused.row.get("claim_token") != claim.token:
                     return False
                 known = IndexState.of(refused.row)
+                continue
+            except ClientError as exc:
+                # A limit the postings break (a key, an item or the transaction too large)
+                # must never cost the row: a paid caption is written without its postings,
+                # and search (``backfill --reindex``) misses it, which the log says.
+                if want.empty or not _is_validation_error(exc):
+                    raise
+                log.error(
+                    "the word index refused this row's entries (%s); the row is written "
+                    "without them", _error_code(exc),
+                )
+                unindexed = True
                 continue
             if announce:  # every result field was set or removed: the row's values are known
                 ref = claim.ref
@@ -754,6 +769,19 @@ def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> C
 
 def _owes(row: Mapping[str, Any], status: Status) -> bool:
     return row.get("status") == status and row.get(EVENT_DUE) == status
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_validation_error(exc: ClientError) -> bool:
+    """DynamoDB refused the request itself (a limit, a malformed value), not a condition:
+    directly, or as the reason a transaction was cancelled."""
+    if _error_code(exc) == "ValidationException":
+        return True
+    reasons = exc.response.get("CancellationReasons") or []
+    return any(str(r.get("Code")) == "ValidationError" for r in reasons)
 
 
 def _is_condition_failure(exc: ClientError) -> bool:

@@ -67,8 +67,8 @@ def postings(ddb):
     for item in items:
         if index.is_posting(item["bucket"]["S"]):
             word = item["bucket"]["S"][len(index.PREFIX) :].rsplit("#", 1)[0]
-            at, bucket, key = index.split_sort_key(item["key"]["S"])
-            found.add((word, bucket, key, at))
+            at = index.posting_at(item["key"]["S"])
+            found.add((word, item["object_bucket"]["S"], item["object_key"]["S"], at))
     return found
 
 
