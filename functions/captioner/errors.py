@@ -1,5 +1,7 @@
 """Error types. The batch code decides retry vs record from the type, never from a message."""
 
+import math
+
 
 class CaptionerError(Exception):
     """Base class for every error this package raises on purpose."""
@@ -47,7 +49,9 @@ class ProviderTransientError(ProviderError):
         rate_limited: bool = False,
     ) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        # a hint from a reply: NaN, infinite or negative means none (math would crash on it)
+        finite = retry_after is not None and math.isfinite(retry_after) and retry_after >= 0
+        self.retry_after = retry_after if finite else None
         self.http_status = http_status
         # the provider refused for the account's request rate or queue (HTTP 429 or its
         # words for it): a wait, not a failure, and not charged

@@ -461,8 +461,10 @@ class Pipeline:
                 reservation = self.budget.reserve(provider.price_usd)
         try:
             return request()
-        except ProviderPending:
-            raise  # a job was queued: paid
+        except ProviderPending as exc:  # a job was queued: paid, and polled from now on
+            if exc.job_id and work.job_id != exc.job_id:
+                self._remember_job(work, exc.job_id)
+            raise
         except ProviderError as exc:
             if not exc.maybe_charged and self.budget is not None:
                 self.budget.refund(reservation)

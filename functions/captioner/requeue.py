@@ -81,7 +81,10 @@ class Requeue:
 
 
 def delay_seconds(delay: float) -> int:
-    return min(max(math.ceil(delay), 0), MAX_DELAY_S)
+    """SQS's DelaySeconds for a wait: 0 to 900 (a NaN waits not at all, infinity 900 s)."""
+    if math.isnan(delay):
+        return 0
+    return int(min(max(math.ceil(min(delay, MAX_DELAY_S)), 0), MAX_DELAY_S))
 
 
 def waits_of(attributes: dict[str, Any] | None) -> int:

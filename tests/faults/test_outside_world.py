@@ -9,6 +9,7 @@ import pytest
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader
 from tests.conftest import BUCKET, TABLE
+from tests.fakes.modelslab import Reply
 from tests.faults.harness import Clock, Instance, Queue, assert_paid_at_most_once, drain
 from tests.faults.test_defects import upload
 
@@ -85,3 +86,32 @@ def test_1_a_paid_caption_is_saved_even_when_dynamodb_refuses_its_index_entries(
     assert row["status"] == "CAPTIONED" and row["tag_status"] == "WRITTEN"
     assert "indexed_words" not in row
     assert len(fake_modelslab.accepted()) == 1
+
+
+# -- 2. a success that carries a job id but no caption yet ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "output", [[], [""], ["   "], None, [None]], ids=["empty-list", "empty", "blank", "none", "null"]
+)
+def test_2_a_success_with_a_job_id_and_no_caption_polls_that_job_never_pays_again(
+    app_env, fake_modelslab, instance, queue, clock, output
+):
+    reply = {"status": "success", "id": 41}
+    if output is not None:
+        reply["output"] = output
+    fake_modelslab.queue(Reply(reply))
+    # the text arrives later at the job's fetch endpoint: empty twice more, then there
+    polls = iter([Reply(reply), Reply(reply)])
+    fake_modelslab.fetch_rule = lambda job: next(
+        polls, Reply({"status": "success", "id": 41, "output": ["A late caption."]})
+    )
+    _, event = upload(app_env, "late.png")
+
+    queue.send(event)
+    drain(queue, instance, clock)
+
+    row = app_env.row("late.png")
+    assert row["status"] == "CAPTIONED" and row["caption"] == "A late caption."
+    assert len(fake_modelslab.accepted()) == 1
+    assert {p.path for p in fake_modelslab.polls()} == {"/api/v6/image_editing/fetch/41"}

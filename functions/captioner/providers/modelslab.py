@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import random
 import re
 import time
@@ -168,7 +169,9 @@ class ModelsLabProvider:
             new_job = _job_id(reply)
             if status in ("success", "processing") and new_job and new_job != job:
                 job = new_job
-                if status == "processing" or _is_link(_first_output(reply)):
+                # a job whose text is not in this reply (queued, a link, an empty output
+                # that arrives later at the fetch endpoint) is polled from now on, never paid
+                if status == "processing" or not _is_text(_first_output(reply)):
                     on_job(job)
             if status == "success":
                 return _keep_job(job, self._caption_text, reply, deadline), job
@@ -248,7 +251,9 @@ class ModelsLabProvider:
         if _is_link(first):
             first = self._fetch_text(str(first), deadline)
         if not isinstance(first, str) or not first.strip():
-            raise ProviderTransientError("ModelsLab reported success with an empty output")
+            empty = ProviderTransientError("ModelsLab reported success with an empty output")
+            empty.maybe_charged = True  # a success is a paid request, whatever it carried
+            raise empty
         return _clip(" ".join(first.split()), MAX_CAPTION_CHARS)
 
     def _fetch_text(self, url: str, deadline: float) -> str:
@@ -361,6 +366,11 @@ def _first_output(reply: dict[str, Any]) -> Any:
     return output[0] if isinstance(output, list) and output else output
 
 
+def _is_text(value: Any) -> bool:
+    """A caption in the reply itself: non-blank text that is not a link."""
+    return isinstance(value, str) and bool(value.strip()) and not _is_link(value)
+
+
 def _is_link(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
@@ -371,10 +381,13 @@ def _job_id(reply: dict[str, Any]) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite, non-negative number of seconds (an eta, a retry_after), or None: a reply
+    may say NaN, Infinity, -5 or "soon"."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _retry_after(resp: httpx.Response, payload: dict[str, Any] | None) -> float | None:
