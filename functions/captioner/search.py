@@ -133,9 +133,7 @@ class IndexSearch:
         while True:
             page = self._db.query(**args)
             for item in page.get("Items", []):
-                yield Posting(
-                    item["key"]["S"], item["object_bucket"]["S"], item["object_key"]["S"]
-                )
+                yield Posting(item["key"]["S"], item["object_bucket"]["S"], item["object_key"]["S"])
             if "LastEvaluatedKey" not in page:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]

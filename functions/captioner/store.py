@@ -430,7 +430,8 @@ class CaptionStore:
                     raise
                 log.error(
                     "the word index refused this row's entries (%s); the row is written "
-                    "without them", _error_code(exc),
+                    "without them",
+                    _error_code(exc),
                 )
                 unindexed = True
                 continue

@@ -10,7 +10,7 @@ from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader
 from tests.conftest import BUCKET, TABLE
 from tests.fakes.modelslab import Reply
-from tests.faults.harness import Clock, Instance, Queue, assert_paid_at_most_once, drain
+from tests.faults.harness import Clock, Instance, Queue, drain
 from tests.faults.test_defects import upload
 
 S3_MAX_KEY_BYTES = 1024  # S3: "The object key name is a sequence of Unicode characters with
@@ -92,7 +92,9 @@ def test_1_a_paid_caption_is_saved_even_when_dynamodb_refuses_its_index_entries(
 
 
 @pytest.mark.parametrize(
-    "output", [[], [""], ["   "], None, [None]], ids=["empty-list", "empty", "blank", "none", "null"]
+    "output",
+    [[], [""], ["   "], None, [None]],
+    ids=["empty-list", "empty", "blank", "none", "null"],
 )
 def test_2_a_success_with_a_job_id_and_no_caption_polls_that_job_never_pays_again(
     app_env, fake_modelslab, instance, queue, clock, output

@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from botocore.exceptions import (
@@ -40,6 +42,8 @@ PRICE_USD = 0.0002  # Nova Lite: ~1,300 input and ~40 output tokens; BEDROCK_PRI
 IMAGE_MAX_BYTES = 3_750_000  # Converse's limit per image
 IMAGE_MAX_SIDE = 8000
 TIMEOUT_STEPS = (30.0, 15.0, 8.0, 4.0, 2.0)  # read timeouts of the clients, longest first
+# Converse calls run here so the caller can stop waiting at its deadline (``_converse``).
+_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="bedrock")
 _FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "WEBP": "webp"}
 
 _TRANSIENT_CODES = {
@@ -107,9 +111,13 @@ class BedrockProvider:
             "inferenceConfig": {"maxTokens": MAX_TOKENS[length]},
         }
         try:
-            reply = self._client_for(timeout).converse(**request)
-        except (ReadTimeoutError, ConnectTimeoutError):
-            raise ProviderTransientError("Bedrock timed out") from None
+            reply = self._converse(request, timeout, deadline)
+        except ConnectTimeoutError:
+            raise ProviderTransientError("Bedrock timed out connecting") from None
+        except (ReadTimeoutError, FutureTimeout):
+            timed_out = ProviderTransientError("Bedrock timed out")
+            timed_out.maybe_charged = True  # the request was sent: it may have been billed
+            raise timed_out from None
         except NoCredentialsError:
             raise ProviderConfigError("Bedrock: no AWS credentials") from None
         except ClientError as exc:
@@ -124,6 +132,13 @@ class BedrockProvider:
             latency_ms=(self._clock() - started) * 1000,
         )
 
+    def _converse(self, request: dict[str, Any], timeout: float, deadline: float) -> Any:
+        """Converse, answered by ``deadline`` or abandoned: botocore's read timeout applies
+        to each read, so a reply that trickles in would outlive the record (and Lambda's
+        timeout). An abandoned call ends in its own thread at its next read timeout."""
+        future = _CALLS.submit(self._client_for(timeout).converse, **request)
+        return future.result(timeout=max(deadline - self._clock(), 0.0))
+
     def _image_bytes(self, image: ImageSource) -> tuple[bytes, str]:
         oversized = max(image.info.width, image.info.height) > IMAGE_MAX_SIDE
         return fit_image(image.read(), image.info.format, IMAGE_MAX_BYTES, force=oversized)
@@ -136,7 +151,9 @@ def _caption_text(reply: dict[str, Any]) -> str:
     content = (reply.get("output") or {}).get("message", {}).get("content") or []
     text = clean_caption(" ".join(str(part.get("text", "")) for part in content if "text" in part))
     if not text:
-        raise ProviderTransientError("Bedrock answered with an empty caption")
+        empty = ProviderTransientError("Bedrock answered with an empty caption")
+        empty.maybe_charged = True  # an answer: its tokens were billed
+        raise empty
     return text
 
 

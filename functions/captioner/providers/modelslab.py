@@ -32,6 +32,7 @@ from captioner.errors import (
     ProviderPending,
     ProviderTransientError,
 )
+from captioner.providers import httpclient
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.providers.redaction import redact as _redact
 
@@ -86,11 +87,7 @@ class ModelsLabProvider:
         self.price_usd = price_usd
         self._base = api_url.rstrip("/")
         self._api_key = api_key
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            headers={"Accept": "application/json"},
-        )
+        self._client = client or httpclient.client(timeout)
         self._timeout = timeout
         self._sleep = sleep
         self._clock = clock
@@ -174,7 +171,11 @@ class ModelsLabProvider:
                 if status == "processing" or not _is_text(_first_output(reply)):
                     on_job(job)
             if status == "success":
-                return _keep_job(job, self._caption_text, reply, deadline), job
+                try:
+                    return _keep_job(job, self._caption_text, reply, deadline), job
+                except ProviderTransientError as exc:
+                    exc.maybe_charged = True  # a success is a paid request, whatever follows
+                    raise
             if status != "processing":
                 error = _error_for(reply, key)
                 if job and isinstance(error, ProviderTransientError):
@@ -210,9 +211,10 @@ class ModelsLabProvider:
         # would fail the whole batch, not just this record.
         budget = min(self._timeout, deadline - self._clock())
         try:
-            resp = self._client.post(
-                url, json=body, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
-            )
+            with httpclient.within(deadline - self._clock()):  # headers and body, all of it
+                resp = self._client.post(
+                    url, json=body, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
+                )
         except httpx.TimeoutException as exc:
             timed_out = ProviderTransientError("ModelsLab timed out")
             # a request that was sent may have been taken on (and charged) before the reply
@@ -265,9 +267,12 @@ class ModelsLabProvider:
         self._check_budget(deadline)
         budget = min(self._timeout, deadline - self._clock())
         try:
-            with self._client.stream(
-                "GET", url, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
-            ) as resp:
+            with (
+                httpclient.within(deadline - self._clock()),
+                self._client.stream(
+                    "GET", url, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
+                ) as resp,
+            ):
                 if resp.status_code != 200:
                     raise ProviderTransientError(f"caption link answered HTTP {resp.status_code}")
                 chunks, size = [], 0

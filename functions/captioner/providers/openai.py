@@ -26,6 +26,7 @@ from captioner.errors import (
     ProviderImageError,
     ProviderTransientError,
 )
+from captioner.providers import httpclient
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.providers.redaction import redact as _redact
 from captioner.providers.vision import MAX_TOKENS, caption_prompt, clean_caption, fit_image
@@ -80,11 +81,7 @@ class OpenAIProvider:
         self.model = model
         self.image_transport = image_transport
         self.price_usd = price_usd
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            headers={"Accept": "application/json"},
-        )
+        self._client = client or httpclient.client(timeout)
         self._timeout = timeout
         self._clock = clock
 
@@ -140,17 +137,23 @@ class OpenAIProvider:
         budget = min(self._timeout, deadline - self._clock())
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
-            resp = self._client.post(
-                self._url,
-                json=body,
-                headers=headers,
-                timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
-            )
-        except httpx.TimeoutException:
-            raise ProviderTransientError("the OpenAI endpoint timed out") from None
+            with httpclient.within(deadline - self._clock()):  # headers and body, all of it
+                resp = self._client.post(
+                    self._url,
+                    json=body,
+                    headers=headers,
+                    timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
+                )
+        except httpx.TimeoutException as exc:
+            timed_out = ProviderTransientError("the OpenAI endpoint timed out")
+            # a request that was sent may have been taken on (and billed) before the reply
+            timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise timed_out from None
         except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
             detail = _redact(f"{type(exc).__name__}: {exc}", key)
-            raise ProviderTransientError(f"cannot reach the OpenAI endpoint: {detail}") from None
+            failed = ProviderTransientError(f"cannot reach the OpenAI endpoint: {detail}")
+            failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
+            raise failed from None
         try:
             payload = resp.json()
         except ValueError:
@@ -165,7 +168,7 @@ class OpenAIProvider:
 def _caption_text(reply: dict[str, Any], key: str) -> str:
     choices = reply.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ProviderTransientError("the OpenAI endpoint answered without choices")
+        raise _billed("the OpenAI endpoint answered without choices")
     choice = choices[0]
     raw_message = choice.get("message")
     message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
@@ -178,8 +181,15 @@ def _caption_text(reply: dict[str, Any], key: str) -> str:
         content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     text = clean_caption(content) if isinstance(content, str) else ""
     if not text:
-        raise ProviderTransientError("the OpenAI endpoint answered with an empty caption")
+        raise _billed("the OpenAI endpoint answered with an empty caption")
     return text
+
+
+def _billed(message: str) -> ProviderTransientError:
+    """A reply that came back 200 without a usable caption: the tokens were billed."""
+    exc = ProviderTransientError(message)
+    exc.maybe_charged = True
+    return exc
 
 
 def _error_for(resp: httpx.Response, payload: dict[str, Any] | None, key: str) -> ProviderError:
