@@ -21,10 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from captioner.announce import Announcer
-from captioner.budget import BudgetExhausted, DailyBudget, Reservation, usd
+from captioner.budget import BUDGET_REASON_PREFIX, BudgetExhausted, DailyBudget, Reservation, usd
 from captioner.config import Config
 from captioner.errors import (
     CaptionerError,
@@ -135,6 +135,9 @@ class _Work:
     fallback_reason: str | None = None  # why a fallback provider is the one asked
     tags: Future[list[tuple[str, str]]] | None = None  # the tags read again after the call
     prepaid: Reservation | None = None  # spend reserved before the slot, for the first request
+    # a re-caption by another provider: the row as the claim found it, whose caption (tag,
+    # index entries) stays until the new caption is written (``_keep_caption``)
+    replacing: dict[str, Any] | None = None
 
 
 class Pipeline:
@@ -256,7 +259,9 @@ class Pipeline:
 
     def _created(self, ref: ObjectRef, attempt: Attempt, requested: str | None) -> Outcome:
         provider = self._choose_provider(requested)
-        explicit = requested if requested and requested != self.provider.name else None
+        # a provider named in the message is an explicit request, the primary's name too
+        # (re-captioning a fallback's captions: `backfill --provider modelslab`)
+        explicit = requested or None
         # an event without a sequencer named the current version already (``_resolve``)
         claim = self.store.claim(
             ref, attempt.lease_seconds(), explicit, current=ref.sequencer is None
@@ -272,10 +277,13 @@ class Pipeline:
             return Outcome(Unchanged.STALE, "a newer version of the object is already recorded")
         if claim.outcome is ClaimOutcome.BUSY:
             raise RetryLater("another delivery of this version is being processed")
-        owner = claim.job_provider
+        # a re-caption polls only its own job: the caption it replaces may have had one too
+        replacing = claim.replaced_caption(explicit)
+        owner = None if replacing else claim.job_provider
         if owner and owner != provider.name and self._provider_for is not None:
             provider = self._provider_for(owner)  # only the job's provider can poll it
-        work = _Work(claim, attempt, provider, explicit, job_id=claim.job_id)
+        job_id = claim.recaption_job(provider.name) if replacing else claim.job_id
+        work = _Work(claim, attempt, provider, explicit, job_id=job_id, replacing=replacing)
         try:
             return self._caption(work)
         except ObjectMissing:
@@ -472,7 +480,33 @@ class Pipeline:
 
     def _remember_job(self, work: _Work, job_id: str) -> None:
         work.job_id = job_id
-        self.store.record_job(work.claim, job_id, work.provider.name)
+        recaption = work.replacing is not None
+        self.store.record_job(work.claim, job_id, work.provider.name, recaption=recaption)
+
+    def _keep_caption(self, work: _Work, result: Result) -> Result:
+        """A re-caption that did not produce its caption leaves the one the row has (its
+        tag ownership and index entries too) and says how the re-caption stands: PENDING
+        while it waits or will be retried, FAILED when it gave up. The row stays CAPTIONED,
+        except over the budget: PENDING then, so that the budget sweep finds it."""
+        kept = work.replacing
+        if kept is None or result.status is Status.DELETED:
+            return result
+        parked = result.status is Status.PENDING and (result.reason or "").startswith(
+            BUDGET_REASON_PREFIX
+        )
+        why = result.reason or ""
+        if result.last_error and result.last_error not in why:
+            why = f"{why}: {result.last_error}" if why else result.last_error
+        return Result(
+            Status.PENDING if parked else Status.CAPTIONED,
+            **{name: kept.get(name) for name in _CAPTION_FIELDS},
+            reason=result.reason if parked else kept.get("reason"),
+            requested_provider=work.requested,
+            recaption_status="PENDING" if result.status is Status.PENDING else "FAILED",
+            recaption_reason=why[:1000],
+            recaption_provider=work.provider.name,
+            recaption_job_id=work.job_id,
+        )
 
     def _tag(self, work: _Work, text: str) -> tuple[TagStatus, str | None, str | None]:
         """(tag_status, error, the value now on the object that is ours or None).
@@ -540,11 +574,13 @@ class Pipeline:
         if isinstance(exc, ProviderConfigError):
             reason = f"provider configuration: {exc}; {reason} (redrive after fixing it)"
         error = str(exc) if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
-        result = Result(
+        result = self._keep_caption(work, Result(
             status, reason=reason, last_error=error[:1000], provider=work.provider.name,
-            provider_job_id=work.job_id, **_image_fields(work.image),
-        )  # fmt: skip
-        announce = self._announce(work, status) if status is Status.FAILED else None
+            provider_job_id=work.job_id, requested_provider=work.requested,
+            **_image_fields(work.image),
+        ))  # fmt: skip
+        failed = status is Status.FAILED and work.replacing is None
+        announce = self._announce(work, status) if failed else None
         with contextlib.suppress(Exception):  # the caller re-raises the original error
             self.store.save_result(work.claim, result, keep_lease=False, announce=announce)
 
@@ -554,11 +590,12 @@ class Pipeline:
         if not work.attempt.can_wait:
             self._record_retry(work, exc)
             return RetryLater(str(exc))
-        result = Result(
+        result = self._keep_caption(work, Result(
             Status.PENDING, reason=reason, last_error=str(exc)[:1000],
             provider=work.provider.name, provider_job_id=work.job_id,
-            fallback_reason=work.fallback_reason, **_image_fields(work.image),
-        )  # fmt: skip
+            fallback_reason=work.fallback_reason, requested_provider=work.requested,
+            **_image_fields(work.image),
+        ))  # fmt: skip
         with contextlib.suppress(Exception):  # the wait happens either way
             self.store.save_result(work.claim, result, keep_lease=False)
         return ComeBackLater(reason, delay)
@@ -570,11 +607,18 @@ class Pipeline:
         self.telemetry.budget_exhausted()
         result = Result(
             Status.PENDING, reason=exc.reason, provider=work.provider.name,
-            provider_job_id=work.job_id, **_image_fields(work.image),
+            provider_job_id=work.job_id, requested_provider=work.requested,
+            **_image_fields(work.image),
         )  # fmt: skip
         return self._save(work, result)
 
     def _save(self, work: _Work, result: Result) -> Outcome:
+        if work.replacing is not None and result.status is not Status.DELETED:
+            result = self._keep_caption(work, result)
+            if not self.store.save_result(work.claim, result):  # no news: no event
+                return _taken()
+            return Outcome(result.status, f"re-caption {result.recaption_status}: "
+                           f"{result.recaption_reason}")  # fmt: skip
         announce = self._announce(work, result.status)
         if not self.store.save_result(work.claim, result, announce=announce):
             return _taken()
@@ -584,6 +628,14 @@ class Pipeline:
         """The event callback for a final write of this delivery, or None: no news."""
         previous = work.claim.previous if work.claim.same_revision else None
         return self.announcer.for_transition(previous, status, paid=work.fresh)
+
+
+# What a kept caption keeps of the row (``Pipeline._keep_caption``): the caption and what
+# describes it, its tag, and why a fallback made it.
+_CAPTION_FIELDS = (
+    "caption", "provider", "model", "labels", "length", "format", "width", "height",
+    "provider_latency_ms", "provider_job_id", "tag_status", "tag_value", "fallback_reason",
+)  # fmt: skip
 
 
 def _name(exc: Exception) -> str:

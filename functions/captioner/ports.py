@@ -67,8 +67,11 @@ class Captions(Protocol):
         once S3 says this version is the current one)."""
         ...
 
-    def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:
-        """Remember a queued provider job, so a retry polls it instead of paying again."""
+    def record_job(
+        self, claim: Claim, job_id: str, provider: str, *, recaption: bool = False
+    ) -> bool:
+        """Remember a queued provider job, so a retry polls it instead of paying again
+        (``recaption``: a re-caption's job, beside the caption it will replace)."""
         ...
 
     def save_result(

@@ -158,6 +158,26 @@ class Claim:
             return prev.get("tag_value")
         return None
 
+    def replaced_caption(self, provider: str | None) -> dict[str, Any] | None:
+        """The row with this version's caption when this delivery is a re-caption by another
+        provider: that caption stays until the new one is written."""
+        prev = self.previous or {}
+        if (
+            provider
+            and self.same_revision
+            and prev.get("caption")
+            and (prev.get("provider") != provider)
+        ):
+            return prev
+        return None
+
+    def recaption_job(self, provider: str) -> str | None:
+        """The job an earlier delivery of this re-caption queued at ``provider``."""
+        prev = self.previous or {}
+        if self.same_revision and prev.get("recaption_provider") == provider:
+            return prev.get("recaption_job_id")
+        return None
+
     def reusable_caption(self, provider: str | None) -> dict[str, Any] | None:
         """The paid caption of this version, when only its tag is left to do."""
         prev = self.previous or {}
@@ -195,6 +215,15 @@ class Result:
     tag_status: str | None = None
     tag_value: str | None = None
     fallback_reason: str | None = None  # why a fallback provider made this result
+    # the provider a message asked for by name (a backfill's --provider): the budget sweep
+    # asks for it again when it re-queues a parked row
+    requested_provider: str | None = None
+    # A re-caption by another provider that has not produced its caption yet: the row keeps
+    # the caption it has (and its tag and index entries) and says how the re-caption stands.
+    recaption_status: str | None = None  # PENDING (waiting, retrying, over budget) or FAILED
+    recaption_reason: str | None = None
+    recaption_provider: str | None = None
+    recaption_job_id: str | None = None  # the re-caption's queued job: polled, never paid again
 
 
 # ``event_due``: the final status whose "Caption Status Changed" event is owed (written with
@@ -355,12 +384,19 @@ class CaptionStore:
 
     # -- writes of the claim holder --------------------------------------------------------
 
-    def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:
-        """Remember a queued provider job so a retry polls it instead of paying again."""
+    def record_job(
+        self, claim: Claim, job_id: str, provider: str, *, recaption: bool = False
+    ) -> bool:
+        """Remember a queued provider job so a retry polls it instead of paying again (a
+        re-caption's job beside the caption it will replace, which stays as it is)."""
         w = self._fenced(claim)
-        w.set("provider_job_id", job_id)
-        w.set("provider_job_rev", claim.ref.revision)
-        w.set("provider", provider)
+        if recaption:
+            w.set("recaption_job_id", job_id)
+            w.set("recaption_provider", provider)
+        else:
+            w.set("provider_job_id", job_id)
+            w.set("provider_job_rev", claim.ref.revision)
+            w.set("provider", provider)
         return self._try(claim.ref, w)
 
     def save_result(
@@ -411,9 +447,11 @@ class CaptionStore:
         for _ in range(5):
             w = write()
             want = IndexState() if unindexed else index.wanted(row, str(w.assigned["updated_at"]))
+            if not known.empty and want.words == known.words:
+                want = known  # the same words (a kept caption): the postings stay as they are
             _set_index(w, known, want)
             try:
-                if known.empty and want.empty:  # no posting changes: a plain write
+                if want == known:  # no posting changes: a plain write
                     self._update(claim.ref.bucket, claim.ref.key, w)
                 else:
                     self._transact(claim.ref.bucket, claim.ref.key, w, known, want)

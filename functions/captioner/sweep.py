@@ -192,7 +192,9 @@ class BudgetSweep:
             version_id=row.get("version_id"),
             etag=row.get("etag"),
             size=row.get("size"),
-            provider=row.get("provider"),
+            # only a provider the parked message asked for by name: the others go through
+            # the deployment's provider and fallbacks again
+            provider=row.get("requested_provider"),
         )
 
 

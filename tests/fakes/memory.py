@@ -193,7 +193,12 @@ class MemoryCaptions:
                 row.update(sequencer_order=order, sequencer=ref.sequencer)
             return Claim(ClaimOutcome.CLAIMED, ref, old, token)
 
-    def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:
+    def record_job(
+        self, claim: Claim, job_id: str, provider: str, *, recaption: bool = False
+    ) -> bool:
+        if recaption:
+            values = {"recaption_job_id": job_id, "recaption_provider": provider}
+            return self._fenced("record_job", claim, values)
         return self._fenced("record_job", claim, {
             "provider_job_id": job_id, "provider_job_rev": claim.ref.revision,
             "provider": provider,

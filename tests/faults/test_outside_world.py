@@ -4,10 +4,13 @@ before its fix. The limits they sit at are catalogued in docs/boundaries.md."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader
+from captioner.sweep import BudgetSweep
 from tests.conftest import BUCKET, TABLE
 from tests.fakes.modelslab import Reply
 from tests.faults.harness import Clock, Instance, Queue, drain
@@ -117,3 +120,145 @@ def test_2_a_success_with_a_job_id_and_no_caption_polls_that_job_never_pays_agai
     assert row["status"] == "CAPTIONED" and row["caption"] == "A late caption."
     assert len(fake_modelslab.accepted()) == 1
     assert {p.path for p in fake_modelslab.polls()} == {"/api/v6/image_editing/fetch/41"}
+
+
+# -- 4 and 5. re-captions: a provider named in a message is asked, and a failure keeps the caption
+
+
+@pytest.fixture
+def openai_too(app_env, fake_openai, monkeypatch):
+    """ModelsLab the deployment's provider, OpenAI reachable by name (re-captions)."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-test-key-0000")
+    return fake_openai
+
+
+def recaption(aws, key, provider):
+    from captioner.events import backfill_message
+
+    head = aws.s3.head_object(Bucket=BUCKET, Key=key)
+    return json.loads(
+        backfill_message(
+            BUCKET, key, version_id=head.get("VersionId"), etag=head["ETag"].strip('"'),
+            size=head["ContentLength"], provider=provider,
+        )
+    )  # fmt: skip
+
+
+def captioned_by_modelslab(app_env, queue, clock, key="re.png"):
+    _, event = upload(app_env, key)
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    row = app_env.row(key)
+    assert row["status"] == "CAPTIONED" and row["provider"] == "modelslab"
+    return row
+
+
+KEPT = ("caption", "provider", "tag_value", "tag_status", "indexed_words", "indexed_at")
+
+
+def test_4_a_failed_recaption_keeps_the_caption_its_tag_and_its_index_entries(
+    app_env, fake_modelslab, openai_too, queue, clock
+):
+    from tests.fakes.openai import error
+
+    before = captioned_by_modelslab(app_env, queue, clock)
+    openai_too.queue(*[Reply(error("bad key"), status=401)] * 3)
+
+    queue.send(recaption(app_env, "re.png", "openai"))
+    drain(queue, Instance(clock), clock)
+
+    row = app_env.row("re.png")
+    assert {k: row.get(k) for k in KEPT} == {k: before.get(k) for k in KEPT}
+    assert row["status"] == "CAPTIONED"
+    assert row["recaption_status"] == "FAILED" and "invalid API key" in row["recaption_reason"]
+    assert row["recaption_provider"] == "openai"
+    assert app_env.tags("re.png")["caption"] == before["caption"]
+
+    # OpenAI works again: the new caption replaces the old one, on the row and on the tag
+    queue.send(recaption(app_env, "re.png", "openai"))
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("re.png")
+    assert row["provider"] == "openai" and row["caption"] != before["caption"]
+    assert row["tag_status"] == "WRITTEN" and app_env.tags("re.png")["caption"] == row["caption"]
+    assert not any(k.startswith("recaption_") for k in row)
+    assert len(fake_modelslab.accepted()) == 1
+
+
+def test_4_a_waiting_recaption_keeps_the_caption_and_polls_its_own_job(
+    app_env, fake_modelslab, openai_too, queue, clock, monkeypatch
+):
+    """Captioned by OpenAI, re-captioned by ModelsLab whose job is queued: the row keeps
+    OpenAI's caption while the job is polled, and the job is never paid twice."""
+    monkeypatch.setenv("CAPTION_PROVIDER", "openai")
+    _, event = upload(app_env, "wait.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    before = app_env.row("wait.png")
+    assert before["provider"] == "openai"
+    fake_modelslab.queue(Reply({"status": "processing", "id": 88, "eta": 60}))
+    polls = iter([Reply({"status": "processing", "id": 88, "eta": 60})])
+    fake_modelslab.fetch_rule = lambda job: next(
+        polls, Reply({"status": "success", "id": 88, "output": ["ModelsLab's caption."]})
+    )
+    instance = Instance(clock)
+    msg = queue.send(recaption(app_env, "wait.png", "modelslab"))
+    queue.deliver(instance, msg)
+
+    row = app_env.row("wait.png")
+    assert {k: row.get(k) for k in KEPT} == {k: before.get(k) for k in KEPT}
+    assert row["recaption_status"] == "PENDING" and row["recaption_job_id"] == "88"
+
+    drain(queue, instance, clock)
+    row = app_env.row("wait.png")
+    assert row["caption"] == "ModelsLab's caption." and row["provider"] == "modelslab"
+    assert len(fake_modelslab.accepted()) == 1
+
+
+def test_4_a_recaption_over_the_budget_keeps_the_caption_and_is_swept_back(
+    app_env, fake_modelslab, openai_too, queue, clock, monkeypatch
+):
+    before = captioned_by_modelslab(app_env, queue, clock)
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "0.0001")  # less than one OpenAI request
+    instance = Instance(clock)
+    queue.send(recaption(app_env, "re.png", "openai"))
+    drain(queue, instance, clock)
+
+    row = app_env.row("re.png")
+    assert {k: row.get(k) for k in KEPT} == {k: before.get(k) for k in KEPT}
+    assert row["status"] == "PENDING" and row["reason"].startswith("daily budget")
+    assert row["recaption_status"] == "PENDING" and row["requested_provider"] == "openai"
+    assert openai_too.requests == []
+
+    # the sweep re-queues it as the re-caption it is, once money is there again
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "10")
+    queue.send(json.loads(BudgetSweep._body(row)))
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("re.png")
+    assert row["status"] == "CAPTIONED" and row["provider"] == "openai"
+    assert len(openai_too.requests) == 1 and len(fake_modelslab.accepted()) == 1
+
+
+def test_5_recaptioning_with_the_primary_by_name_replaces_a_fallbacks_caption(
+    app_env, fake_modelslab, queue, clock, monkeypatch
+):
+    """The README's workflow after a fallback: `backfill --provider modelslab
+    --only-provider local` must re-caption, not ack the messages as duplicates."""
+    monkeypatch.setenv("CAPTION_FALLBACK_PROVIDERS", "local")
+    fake_modelslab.queue(*[Reply(status=503, body=b"down")] * 20)
+    _, event = upload(app_env, "fb.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("fb.png")["provider"] == "local"
+    fake_modelslab.caption_replies.clear()
+
+    queue.send(recaption(app_env, "fb.png", "modelslab"))
+    drain(queue, Instance(clock), clock)
+
+    row = app_env.row("fb.png")
+    assert row["provider"] == "modelslab" and row["caption"] == "A picture named fb.png."
+    assert len(fake_modelslab.accepted()) == 1
+    # and asking for it again is a duplicate: nothing more is paid
+    queue.send(recaption(app_env, "fb.png", "modelslab"))
+    drain(queue, Instance(clock), clock)
+    assert len(fake_modelslab.accepted()) == 1
