@@ -12,13 +12,20 @@ without a second store:
 - A duplicate delivery that changes nothing (the row had this status already, with no event
   owed) writes no ``event_due`` and publishes nothing (``is_transition``).
 - A PutEvents that fails (after botocore's retries) fails neither the record nor the caption:
-  it is logged and counted (``EventsFailed``), and the row keeps ``event_due``.
+  it is logged and counted (``EventsFailed``), and the row keeps ``event_due`` (its lease
+  given back, so the next delivery that meets the row publishes it).
 - An instance that dies between the final write and PutEvents leaves ``event_due`` too.
-- A row with ``event_due`` is announced again by the next delivery that meets it: the
+- The write of ``event_due`` also writes ``event_lease_until`` (``EVENT_LEASE_S`` ahead):
+  until then only that delivery publishes. A duplicate delivered at the same moment (two
+  deliveries of one delete, of one captioned version) finds the event owed but leased, and
+  leaves it to the writer.
+- A row with ``event_due`` whose lease has run out is announced again by the next delivery
+  that meets it, after it takes the lease with a conditional write (one taker): the
   redelivery of a message whose instance died, an S3 duplicate, a redrive, or
   ``captioner backfill`` (which enqueues such rows). So delivery is at least once, after the
   row is written; a duplicate event is possible only when an instance dies (or the
-  ``announced`` write fails) between PutEvents and that write.
+  ``announced`` write fails) between PutEvents and that write, or when a PutEvents outlasts
+  the lease.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Publisher(Protocol):
 
 
 class AnnouncedRows(Protocol):
+    def take_event(self, row: Mapping[str, Any]) -> bool: ...
+    def release_event(self, row: Mapping[str, Any]) -> None: ...
     def announced(self, row: Mapping[str, Any]) -> bool: ...
 
 
@@ -125,7 +134,9 @@ class Announcer:
 
     def owed(self, row: Mapping[str, Any] | None) -> None:
         """Announce a row whose event is still owed (a delivery that finds it finished)."""
-        if self._publisher is not None and row and row.get(EVENT_DUE) == row.get("status"):
+        if self._publisher is None or not row or row.get(EVENT_DUE) != row.get("status"):
+            return
+        if self._rows.take_event(row):  # not while its writer may be publishing it
             self.announce(row)
 
     def announce(self, row: Mapping[str, Any]) -> None:
@@ -138,6 +149,8 @@ class Announcer:
         except Exception as exc:
             if self._telemetry:
                 self._telemetry.event_failed(status, exc)
+            with contextlib.suppress(Exception):  # the next delivery may try at once
+                self._rows.release_event(row)
             return
         if self._telemetry:
             self._telemetry.event_published(status)

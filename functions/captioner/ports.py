@@ -111,6 +111,14 @@ class Captions(Protocol):
         """The object (``whole``) or the described version is gone: DELETED, fence removed."""
         ...
 
+    def take_event(self, row: Mapping[str, Any]) -> bool:
+        """The right to publish the event ``row`` owes, once its writer's lease ran out."""
+        ...
+
+    def release_event(self, row: Mapping[str, Any]) -> None:
+        """Publishing the event ``row`` owes failed: others may try at once."""
+        ...
+
     def announced(self, row: Mapping[str, Any]) -> bool:
         """The event owed for ``row`` was published: the row owes nothing more."""
         ...

@@ -49,6 +49,11 @@ from captioner.tags import TAG_SETTLED, TagStatus
 INDEX_BY_BUCKET = "by-bucket-updated"
 INDEX_BY_STATUS = "by-status-updated"
 EVENT_DUE = "event_due"  # internal: see RESULT_FIELDS
+# internal: until when the delivery that wrote ``event_due`` alone may publish it (announce.py)
+EVENT_LEASE = "event_lease_until"
+# Longer than a PutEvents with botocore's retries, shorter than the queue's visibility
+# timeout (360 s): a redelivery after a dead instance finds the lease run out.
+EVENT_LEASE_S = 60.0
 
 # Called with the row as written when a write makes a status change that must be announced.
 Announce = Callable[[dict[str, Any]], None]
@@ -234,6 +239,7 @@ RESULT_FIELDS = (
     "provider_job_rev",
     "deleted_at",
     EVENT_DUE,
+    EVENT_LEASE,
     "requeued_at",
 )
 
@@ -419,6 +425,7 @@ class CaptionStore:
             values["status"] = result.status.value
             values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
             values[EVENT_DUE] = result.status.value if announce else None
+            values[EVENT_LEASE] = self._event_lease() if announce else None
             for attr in RESULT_FIELDS:
                 values.setdefault(attr, None)
             for attr, val in values.items():
@@ -498,14 +505,48 @@ class CaptionStore:
         w.set("tag_value", tag_value)
         w.set("last_error", error)
         w.set(EVENT_DUE, Status.CAPTIONED.value if announce else None)
+        w.set(EVENT_LEASE, self._event_lease() if announce else None)
         w.remove("lease_until")
         return self._try(claim.ref, w, announce)
+
+    def _event_lease(self) -> str:
+        return now_iso(lambda: self._clock() + timedelta(seconds=EVENT_LEASE_S))
+
+    def take_event(self, row: Mapping[str, Any]) -> bool:
+        """The right to publish the event ``row`` owes, for a delivery that did not write it
+        (a duplicate, a redelivery): only once the writer's lease on it has run out (it may
+        be between its write and PutEvents right now), and only for one taker."""
+        w = _Write()
+        w.set(EVENT_LEASE, self._event_lease())
+        lease = w.name(EVENT_LEASE)
+        w.condition = (
+            f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
+            f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
+            f" AND (attribute_not_exists({lease}) OR {lease} < {w.value(self.now())})"
+        )
+        try:
+            self._update(row["bucket"], row["key"], w)
+        except _Refused:
+            return False
+        return True
+
+    def release_event(self, row: Mapping[str, Any]) -> None:
+        """PutEvents failed: the next delivery that meets the row may publish at once."""
+        w = _Write()
+        w.remove(EVENT_LEASE)
+        w.condition = (
+            f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
+            f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
+        )
+        with contextlib.suppress(_Refused):
+            self._update(row["bucket"], row["key"], w)
 
     def announced(self, row: Mapping[str, Any]) -> bool:
         """The event owed for ``row`` was published: forget it, unless the row has changed
         since (a newer status owes its own event)."""
         w = _Write()
         w.remove(EVENT_DUE)
+        w.remove(EVENT_LEASE)
         w.condition = (
             f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
             f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
@@ -566,6 +607,7 @@ class CaptionStore:
             w.remove("lease_until")
             w.remove("claim_token")
             w.set(EVENT_DUE, Status.DELETED.value if announce else None)
+            w.set(EVENT_LEASE, self._event_lease() if announce else None)
             if order:
                 w.set("sequencer_order", order)
                 w.set("sequencer", sequencer)
@@ -586,7 +628,7 @@ class CaptionStore:
                     continue
                 if refused.row.get("status") == Status.DELETED:
                     self._drop_index(bucket, key, refused.row)  # a crash left it: finish
-                if announce and _owes(refused.row, Status.DELETED):
+                if announce and _owes(refused.row, Status.DELETED) and self.take_event(refused.row):
                     announce(refused.row)  # a repeat of a delete whose event is still owed
                 return False
             self._drop_index(bucket, key, before)

@@ -29,6 +29,8 @@ from captioner.objects import ObjectHead, ObjectMissing
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.store import (
     EVENT_DUE,
+    EVENT_LEASE,
+    EVENT_LEASE_S,
     RESULT_FIELDS,
     TOMBSTONE,
     Announce,
@@ -219,6 +221,7 @@ class MemoryCaptions:
         if not keep_lease:
             values["lease_until"] = None
         values[EVENT_DUE] = result.status.value if announce else None
+        values[EVENT_LEASE] = self._event_lease() if announce else None
         return self._fenced("save_result", claim, values, announce)
 
     def save_tag(
@@ -234,7 +237,29 @@ class MemoryCaptions:
             "status": Status.CAPTIONED.value, "tag_status": tag_status.value,
             "tag_value": tag_value, "last_error": error, "lease_until": None,
             EVENT_DUE: Status.CAPTIONED.value if announce else None,
+            EVENT_LEASE: self._event_lease() if announce else None,
         }, announce)  # fmt: skip
+
+    def _event_lease(self) -> str:
+        return now_iso(lambda: self._clock() + timedelta(seconds=EVENT_LEASE_S))
+
+    def take_event(self, row: Mapping[str, Any]) -> bool:
+        with self._lock:
+            current = self.rows.get((row["bucket"], row["key"]))
+            if current is None or current.get(EVENT_DUE) != row.get("status"):
+                return False
+            if current.get("updated_at") != row.get("updated_at"):
+                return False
+            if str(current.get(EVENT_LEASE) or "") >= self.now():
+                return False  # its writer may be publishing it right now
+            current[EVENT_LEASE] = self._event_lease()
+            return True
+
+    def release_event(self, row: Mapping[str, Any]) -> None:
+        with self._lock:
+            current = self.rows.get((row["bucket"], row["key"]))
+            if current is not None and current.get("updated_at") == row.get("updated_at"):
+                current.pop(EVENT_LEASE, None)
 
     def announced(self, row: Mapping[str, Any]) -> bool:
         with self._lock:
@@ -242,6 +267,7 @@ class MemoryCaptions:
             if current is None or current.get(EVENT_DUE) != row.get(EVENT_DUE):
                 return False
             current.pop(EVENT_DUE, None)
+            current.pop(EVENT_LEASE, None)
             return True
 
     def mark_deleted(
@@ -275,6 +301,7 @@ class MemoryCaptions:
                 row.update(sequencer_order=order, sequencer=sequencer)
             if announce:
                 row[EVENT_DUE] = Status.DELETED.value
+                row[EVENT_LEASE] = self._event_lease()
                 announce(dict(row))
             return True
 

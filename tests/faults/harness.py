@@ -29,6 +29,8 @@ from captioner.retry import Backoff
 from tests.conftest import BUCKET, LambdaContext, sqs_event
 from tests.fakes.modelslab import FakeModelsLab
 
+VISIBILITY_TIMEOUT_S = 360  # template.yaml: CaptionQueue's VisibilityTimeout
+
 
 class Killed(BaseException):
     """The instance died here: nothing after this point runs."""
@@ -262,6 +264,8 @@ def drain(queue: Queue, instance: Instance, clock: Clock, *, limit: int = 100) -
         waiting = queue.waiting()
         if not waiting:
             return
+        if any(m.receives for m in waiting):  # a redelivery: after the visibility timeout
+            clock.advance(VISIBILITY_TIMEOUT_S)
         for msg in waiting:
             queue.deliver(instance, msg)
         clock.advance(3600)  # visibility timeout, and any lease left by a dead instance

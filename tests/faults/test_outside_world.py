@@ -5,13 +5,14 @@ before its fix. The limits they sit at are catalogued in docs/boundaries.md."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader
 from captioner.sweep import BudgetSweep
-from tests.conftest import BUCKET, TABLE
+from tests.conftest import BUCKET, TABLE, notification, s3_record
 from tests.fakes.modelslab import Reply
 from tests.faults.harness import Clock, Instance, Queue, drain
 from tests.faults.test_defects import upload
@@ -261,4 +262,62 @@ def test_5_recaptioning_with_the_primary_by_name_replaces_a_fallbacks_caption(
     # and asking for it again is a duplicate: nothing more is paid
     queue.send(recaption(app_env, "fb.png", "modelslab"))
     drain(queue, Instance(clock), clock)
+    assert len(fake_modelslab.accepted()) == 1
+
+
+# -- 6. one event per transition, even for duplicates delivered at the same moment --------------
+
+
+@pytest.fixture
+def events(app_env):
+    from tests.conftest import EventLog
+
+    return EventLog()
+
+
+def held_in_put_events(instance: Instance) -> tuple[threading.Event, threading.Event]:
+    """Make ``instance`` stop between the row's final write and PutEvents until released:
+    (reached, release)."""
+    publisher = instance.app.pipeline.announcer._publisher
+    real = publisher.publish
+    reached, release = threading.Event(), threading.Event()
+
+    def slow(detail):
+        reached.set()
+        assert release.wait(10)
+        return real(detail)
+
+    publisher.publish = slow
+    return reached, release
+
+
+@pytest.mark.parametrize("what", ["delete", "captioned-version"])
+def test_6_a_duplicate_delivered_while_the_first_is_publishing_announces_nothing(
+    app_env, fake_modelslab, queue, clock, events, what
+):
+    _, created = upload(app_env, "dup.png")
+    if what == "delete":
+        queue.send(created)
+        drain(queue, Instance(clock), clock)
+        events.take()
+        marker = app_env.s3.delete_object(Bucket=BUCKET, Key="dup.png")
+        event = notification(s3_record(
+            "dup.png", event_name="ObjectRemoved:DeleteMarkerCreated",
+            version_id=marker.get("VersionId"), sequencer="0066A1B2C3D4E5F701",
+        ))  # fmt: skip
+        status = "DELETED"
+    else:
+        event, status = created, "CAPTIONED"
+    first, second = Instance(clock), Instance(clock)
+    reached, release = held_in_put_events(first)
+    a, b = queue.send(event), queue.send(event)
+    worker = threading.Thread(target=queue.deliver, args=(first, a))
+    worker.start()
+    assert reached.wait(10), "the first delivery reached PutEvents"
+    assert queue.deliver(second, b) == "deleted"  # the duplicate is done, and said nothing
+    release.set()
+    worker.join()
+
+    assert [e["detail"]["status"] for e in events.take()] == [status]
+    assert "event_due" not in app_env.row("dup.png")
     assert len(fake_modelslab.accepted()) == 1
