@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -43,6 +44,8 @@ class FakeOpenAI(FakeServer):
     base_path = "/v1"
     requests: list[ChatRequest] = field(default_factory=list)
     replies: deque[Reply] = field(default_factory=deque)
+    # answers before the queue when it returns a reply (for schedules where order is a race)
+    rule: Callable[[ChatRequest], Reply | None] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -53,7 +56,9 @@ class FakeOpenAI(FakeServer):
                 request = ChatRequest(self.path, read_json(self), self.headers.get("Authorization"))
                 with fake._lock:
                     fake.requests.append(request)
-                    reply = fake.replies.popleft() if fake.replies else None
+                    reply = fake.rule(request) if fake.rule else None
+                    if reply is None and fake.replies:
+                        reply = fake.replies.popleft()
                 request.reply = reply = reply or fake._success(request)
                 wait(reply)
                 send(self, reply)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, unquote, unquote_plus, urlparse
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,25 +29,32 @@ from captioner.store import CaptionReader, from_item
 from tests import images
 from tests.conftest import BUCKET, TABLE, EventLog, moto_stack, notification, s3_record
 from tests.fakes.modelslab import FakeModelsLab, Reply
+from tests.fakes.openai import FakeOpenAI, completion, error
 from tests.faults.harness import (
     Clock,
     Instance,
     Queue,
-    assert_paid_at_most_once,
     assert_row_says_what_happened,
     current_version,
     drain,
     lease_expired,
+    paid_versions,
 )
 
-KEYS = ("a.png", "b.jpg")
+# S3 allows keys of 1,024 bytes of UTF-8: the third is one, in CJK (the word index's limit)
+KEYS = ("a.png", "b.jpg", "長" * 338 + "x.png")
 # Where a delivery may die. Not right after an immediate ``success`` reply and before its
 # durable write: nothing can make a payment and a write atomic (README, Guarantees);
 # tests/faults/test_defects.py covers a crash there for queued jobs, which are stored first.
 CRASH_STEPS = ("claim", "record_job", "save_result", "get_tags", "put_tags", "save_tag",
                "publish")  # fmt: skip
 REPLIES = ("success", "processing", "link", "flaky_link", "poll_error", "rate_limited",
-           "server_error", "image_fault")  # fmt: skip
+           "server_error", "image_fault", "empty_success")  # fmt: skip
+# OpenAI, asked by name by re-captions: a caption, a bad key, an outage, an empty 200
+OPENAI_REPLIES = ("success", "unauthorized", "server_error", "empty")
+PRICE = 0.0047
+OPENAI_PRICE = 0.0005
+BUDGET_USD = 0.0188  # four ModelsLab requests a day: some schedules park rows
 
 upload = st.tuples(st.just("upload"), st.sampled_from(KEYS), st.sampled_from(("", "00", "-0")))
 delete = st.tuples(st.just("delete"), st.sampled_from(KEYS))
@@ -56,8 +65,12 @@ deliver = st.tuples(
 duplicate = st.tuples(st.just("duplicate"), st.integers(0, 30))
 concurrent = st.tuples(st.just("concurrent"), st.integers(0, 30))
 expire = st.tuples(st.just("expire"))
+# a re-caption by name: OpenAI, or the deployment's own provider (after a fallback's caption)
+recaption = st.tuples(
+    st.just("recaption"), st.sampled_from(KEYS), st.sampled_from(("openai", "modelslab"))
+)
 operations = st.lists(
-    st.one_of(upload, delete, backfill, deliver, deliver, duplicate, concurrent, expire),
+    st.one_of(upload, delete, backfill, recaption, deliver, deliver, duplicate, concurrent, expire),
     min_size=1,
     max_size=14,
 )
@@ -92,6 +105,8 @@ class Script:
             if kind == "flaky_link":
                 self.fake.queue_link(job, Reply(status=503, body=b"not yet"))
             return Reply({"status": "success", "id": int(job), "output": [self.fake.link_url(job)]})
+        if kind == "empty_success":  # the text arrives later at the job's fetch endpoint
+            return Reply({"status": "success", "id": int(job), "output": []})
         if kind == "rate_limited":
             return Reply({"status": "error", "retry_after": 1}, status=429)
         if kind == "server_error":
@@ -137,7 +152,7 @@ class World:
                            sequencer=self.sequencer())  # fmt: skip
         self.queue.send(notification(record))
 
-    def backfill(self, key: str) -> None:
+    def backfill(self, key: str, provider: str | None = None) -> None:
         try:
             head = self.aws.s3.head_object(Bucket=BUCKET, Key=key)
         except self.aws.s3.exceptions.ClientError:
@@ -146,8 +161,11 @@ class World:
 
         self.queue.send(json.loads(backfill_message(
             BUCKET, key, version_id=head["VersionId"], etag=head["ETag"].strip('"'),
-            size=head["ContentLength"],
+            size=head["ContentLength"], provider=provider,
         )))  # fmt: skip
+
+    def recaption(self, key: str, provider: str) -> None:
+        self.backfill(key, provider)
 
     def deliver(self, index: int, crash: str | None) -> None:
         waiting = self.queue.waiting()
@@ -188,9 +206,9 @@ class World:
             getattr(self, name)(*args)
 
 
-def check_promises(world: World, fake: FakeModelsLab) -> None:
+def check_promises(world: World, fake: FakeModelsLab, openai: FakeOpenAI) -> None:
     aws, clock = world.aws, world.clock
-    assert_paid_at_most_once(fake)
+    check_paid(fake, openai)
     assert world.instance.longest * 1000 < world.instance.remaining_ms, "past the budget"
     for key in KEYS:
         row = aws.row(key)
@@ -203,7 +221,10 @@ def check_promises(world: World, fake: FakeModelsLab) -> None:
         assert row["status"] != "DELETED", row
         if row["status"] == "PENDING":  # only when its messages were all dead-lettered
             assert lease_expired(row, clock), row
+        if row.get("recaption_status"):  # a re-caption that did not land kept the caption
+            assert row.get("caption") and row["recaption_status"] in ("PENDING", "FAILED"), row
         if row["status"] == "CAPTIONED":
+            assert row.get("caption"), row
             assert row.get("tag_status") in ("WRITTEN", "FAILED"), row
             tags = aws.tags(key, current)
             assert row.get("tag_status") != "WRITTEN" or tags.get("caption") == row["tag_value"]
@@ -212,9 +233,26 @@ def check_promises(world: World, fake: FakeModelsLab) -> None:
     assert SlotLeases(TABLE, aws.ddb, "modelslab", 2).held() == {}
     for msg in world.queue.messages:
         assert msg.fate in ("deleted", "dead-lettered")
-        key = msg.body["Records"][0]["s3"]["object"]["key"].replace("+", " ")
+        key = unquote_plus(msg.body["Records"][0]["s3"]["object"]["key"])
         if msg.fate == "dead-lettered" and current_version(aws.s3, key):
             assert_row_says_what_happened(aws.row(key), msg, clock)
+
+
+def check_paid(fake: FakeModelsLab, openai: FakeOpenAI) -> None:
+    """Paid at most once per version and provider — ModelsLab again only after another
+    provider's caption replaced its own (a re-caption asked for by name) — and never past
+    the daily budget."""
+    openai_captions: Counter[tuple[str, str]] = Counter()
+    for req in openai.requests:
+        if req.reply is not None and req.reply.status == 200 and "choices" in (req.reply.json or {}):
+            url = urlparse(req.image_url)
+            key = unquote(url.path.lstrip("/"))
+            key = key if url.netloc.startswith(BUCKET) else key.split("/", 1)[-1]
+            openai_captions[(key, parse_qs(url.query).get("versionId", [""])[0])] += 1
+    for version, paid in paid_versions(fake).items():
+        assert paid <= 1 + openai_captions[version], f"paid {paid} times: {version}"
+    spent = len(fake.accepted()) * PRICE + len(openai.requests) * OPENAI_PRICE
+    assert spent <= BUDGET_USD + 1e-9, f"spent {spent:.4f} $ of a {BUDGET_USD} $ budget"
 
 
 def check_events(world: World, log: EventLog) -> None:
@@ -266,9 +304,34 @@ def check_word_index(aws: Any) -> None:
             assert [r["key"] for r in found] == [key]
 
 
+class OpenAIScript:
+    """OpenAI's answers, round robin over ``kinds``."""
+
+    def __init__(self, fake: FakeOpenAI, kinds: list[str]) -> None:
+        self.kinds, self._next, self._lock = kinds, itertools.count(), threading.Lock()
+        fake.requests.clear()
+        fake.rule = self.answer
+
+    def answer(self, request: Any) -> Reply | None:
+        with self._lock:
+            kind = self.kinds[next(self._next) % len(self.kinds)]
+        if kind == "unauthorized":
+            return Reply(error("Incorrect API key provided"), status=401)
+        if kind == "server_error":
+            return Reply(error("overloaded", type="server_error"), status=500)
+        if kind == "empty":
+            return Reply(completion(""))
+        return None  # the fake's own caption
+
+
 @pytest.fixture
-def function_env(aws_env, fake_modelslab, monkeypatch):
+def function_env(aws_env, fake_modelslab, fake_openai, monkeypatch):
     from tests.conftest import API_KEY
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-test-key-0000")
+    monkeypatch.setenv("OPENAI_PRICE_USD", str(OPENAI_PRICE))
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", str(BUDGET_USD))
 
     monkeypatch.setenv("CAPTIONS_TABLE", TABLE)
     monkeypatch.setenv("MODELSLAB_API_URL", fake_modelslab.url)
@@ -277,7 +340,7 @@ def function_env(aws_env, fake_modelslab, monkeypatch):
     monkeypatch.setenv("CAPTION_PROVIDER_CONCURRENCY", "2")  # the template's leases
     monkeypatch.delenv("MODELSLAB_API_KEY_SECRET", raising=False)
     monkeypatch.delenv("CAPTION_PROVIDER", raising=False)
-    return fake_modelslab
+    return fake_modelslab, fake_openai
 
 
 def schedules(request: pytest.FixtureRequest) -> int:
@@ -286,7 +349,7 @@ def schedules(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.slow
 def test_random_schedules_keep_every_promise(function_env, request):
-    fake: FakeModelsLab = function_env
+    fake, openai = function_env
 
     @settings(
         max_examples=schedules(request),
@@ -294,18 +357,23 @@ def test_random_schedules_keep_every_promise(function_env, request):
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         derandomize=not request.config.getoption("--schedules-random"),
     )
-    @given(ops=operations, kinds=st.lists(st.sampled_from(REPLIES), min_size=1, max_size=6))
-    def schedule(ops: list[tuple[Any, ...]], kinds: list[str]) -> None:
+    @given(
+        ops=operations,
+        kinds=st.lists(st.sampled_from(REPLIES), min_size=1, max_size=6),
+        openai_kinds=st.lists(st.sampled_from(OPENAI_REPLIES), min_size=1, max_size=4),
+    )
+    def schedule(ops: list[tuple[Any, ...]], kinds: list[str], openai_kinds: list[str]) -> None:
         fake.requests.clear()
         fake.link_replies.clear()
         Script(fake, kinds).install()
+        OpenAIScript(openai, openai_kinds)
         with moto_stack() as aws:
             log = EventLog()
             world = World(aws, Clock())
             for op in ops:
                 world.apply(op)
             drain(world.queue, world.instance, world.clock)
-            check_promises(world, fake)
+            check_promises(world, fake, openai)
             check_events(world, log)
 
     schedule()
