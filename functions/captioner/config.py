@@ -10,6 +10,7 @@ defaults are checked against these declarations (tests/unit/test_config_declared
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -39,6 +40,8 @@ class Setting:
     secret: bool = False  # never shown by ``repr``
     trailing_slash: bool = True  # False: a trailing "/" is dropped (a base URL)
     blank_is_empty: bool = False  # a variable set to "" means "" (off), not the default
+    # a regular expression each value must match in full, and what it means in words
+    pattern: tuple[str, str] | None = None
 
     @property
     def kind(self) -> type[Value]:
@@ -86,6 +89,8 @@ class Setting:
                 )
         if self.max_length is not None and len(value) > self.max_length:
             raise ConfigError(f"{self.env} must be at most {self.max_length} characters")
+        if self.pattern is not None and not re.fullmatch(self.pattern[0], value):
+            raise ConfigError(f"{self.env} must be {self.pattern[1]}, not {value!r}")
         return value if self.trailing_slash else value.rstrip("/")
 
     @property
@@ -103,6 +108,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.max_length is not None:
             return f"at most {self.max_length} characters"
+        if self.pattern is not None:
+            return self.pattern[1]
         return ""
 
 
@@ -223,6 +230,13 @@ class Config:
         "CAPTION_EVENT_BUS",
         "the EventBridge bus `Caption Status Changed` events go to; empty turns them off",
         default="default", blank_is_empty=True,
+    ))  # fmt: skip
+    served_buckets: tuple[str, ...] = setting(Setting(
+        "CAPTION_BUCKETS",
+        "the buckets this deployment captions, comma-separated (the template sets "
+        "`UploadBucket` and `ExistingBucketNames`): an event or a message naming another "
+        "bucket is consumed as `IGNORED` with the reason, and makes no row; empty = any bucket",
+        default=(), pattern=(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "S3 bucket names"),
     ))  # fmt: skip
     fallback_providers: tuple[str, ...] = setting(Setting(
         "CAPTION_FALLBACK_PROVIDERS",

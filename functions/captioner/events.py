@@ -101,7 +101,7 @@ def _from_s3_record(record: Any) -> ObjectEvent:
         version_id=_version(obj.get("versionId")),
         etag=_etag(obj.get("eTag")),
         size=_size(obj.get("size")),
-        sequencer=obj.get("sequencer") or None,
+        sequencer=_sequencer(obj.get("sequencer")),
         provider=_provider(record.get("captioner")),
     )
 
@@ -131,7 +131,7 @@ def _from_eventbridge(event: dict[str, Any]) -> ObjectEvent:
         version_id=_version(obj.get("version-id")),
         etag=_etag(obj.get("etag")),
         size=_size(obj.get("size")),
-        sequencer=obj.get("sequencer") or None,
+        sequencer=_sequencer(obj.get("sequencer")),
     )
 
 
@@ -155,6 +155,18 @@ def _kind(event_name: str) -> Kind:
 def _version(value: Any) -> str | None:
     # S3 sends "null" for objects written while versioning was off or suspended.
     return str(value) if value not in (None, "", "null") else None
+
+
+def _sequencer(value: Any) -> str | None:
+    """S3's sequencer: a hexadecimal string. Anything else (a number, a list, text that is
+    not hex) orders nothing, so it counts as absent and a HEAD of the object decides."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if value and all(c in _HEX for c in value) else None
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _etag(value: Any) -> str | None:

@@ -180,6 +180,16 @@ class Pipeline:
         return outcome
 
     def _process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
+        served = self.config.served_buckets
+        if served and event.bucket not in served:
+            # an EventBridge rule or a hand-made message for a bucket the function's role
+            # was never granted: no row (it would describe a bucket nobody asked about)
+            log.warning("event for bucket %r ignored: not one this deployment serves", event.bucket)
+            return Outcome(
+                Unchanged.IGNORED,
+                f"bucket {event.bucket!r} is not served by this deployment "
+                "(UploadBucket or ExistingBucketNames)",
+            )
         if event.kind == "ignored":
             return Outcome(Unchanged.IGNORED, f"{event.event_name} events need no caption")
         if event.is_folder_marker:

@@ -12,6 +12,7 @@ import pytest
 from captioner.search import IndexSearch, SearchQuery
 from captioner.store import CaptionReader
 from captioner.sweep import BudgetSweep
+from tests import images
 from tests.conftest import BUCKET, TABLE, notification, s3_record
 from tests.fakes.modelslab import Reply
 from tests.faults.harness import Clock, Instance, Queue, drain
@@ -320,4 +321,57 @@ def test_6_a_duplicate_delivered_while_the_first_is_publishing_announces_nothing
 
     assert [e["detail"]["status"] for e in events.take()] == [status]
     assert "event_due" not in app_env.row("dup.png")
+    assert len(fake_modelslab.accepted()) == 1
+
+
+# -- the smaller items ---------------------------------------------------------------------------
+
+
+def test_an_event_for_a_bucket_the_deployment_does_not_serve_is_ignored_without_a_row(
+    app_env, fake_modelslab, queue, clock, monkeypatch
+):
+    monkeypatch.setenv("CAPTION_BUCKETS", f"{BUCKET},archive-bucket")
+    app_env.s3.create_bucket(Bucket="someone-elses-bucket")
+    app_env.s3.put_object(Bucket="someone-elses-bucket", Key="x.png", Body=b"\x89PNG")
+    foreign = notification(s3_record("x.png", bucket="someone-elses-bucket", sequencer="00AA"))
+    msg = queue.send(foreign)
+    assert queue.deliver(Instance(clock), msg) == "deleted"
+    assert app_env.row("x.png", bucket="someone-elses-bucket") is None
+    assert fake_modelslab.requests == []
+    # the served bucket still works
+    _, event = upload(app_env, "mine.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("mine.png")["status"] == "CAPTIONED"
+
+
+@pytest.mark.parametrize("sequencer", [1234, 12.5, True, ["00AB"], {"x": 1}, "not hex!", ""])
+def test_a_malformed_sequencer_is_no_order_not_an_unexpected_error(
+    app_env, fake_modelslab, queue, clock, sequencer
+):
+    """Ordering falls back to a HEAD of the object, as for events without a sequencer."""
+    resp = app_env.s3.put_object(Bucket=BUCKET, Key="seq.png", Body=images.png())
+    record = s3_record("seq.png", version_id=resp["VersionId"], etag=resp["ETag"].strip('"'))
+    record["s3"]["object"]["sequencer"] = sequencer
+    queue.send(notification(record))
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("seq.png")
+    assert row["status"] == "CAPTIONED" and "sequencer" not in row
+    assert len(fake_modelslab.accepted()) == 1
+
+
+@pytest.mark.parametrize("hint", ["NaN", "Infinity", "-Infinity", "-5", "1e999"])
+def test_a_retry_after_that_is_not_a_finite_number_is_no_hint(
+    app_env, fake_modelslab, queue, clock, hint
+):
+    raw = b'{"status": "error", "message": "Rate limit exceeded", "retry_after": %s}' % (
+        hint.encode()
+    )
+    fake_modelslab.queue(Reply(status=429, body=raw, headers={"Retry-After": hint}))
+    fake_modelslab.queue(Reply({"status": "processing", "id": 3, "eta": hint}, status=200))
+    _, event = upload(app_env, "nan.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("nan.png")
+    assert row["status"] == "CAPTIONED"
     assert len(fake_modelslab.accepted()) == 1

@@ -244,7 +244,11 @@ def check_paid(fake: FakeModelsLab, openai: FakeOpenAI) -> None:
     the daily budget."""
     openai_captions: Counter[tuple[str, str]] = Counter()
     for req in openai.requests:
-        if req.reply is not None and req.reply.status == 200 and "choices" in (req.reply.json or {}):
+        if (
+            req.reply is not None
+            and req.reply.status == 200
+            and "choices" in (req.reply.json or {})
+        ):
             url = urlparse(req.image_url)
             key = unquote(url.path.lstrip("/"))
             key = key if url.netloc.startswith(BUCKET) else key.split("/", 1)[-1]
