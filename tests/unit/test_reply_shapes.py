@@ -1,6 +1,6 @@
 """Every reply shape ModelsLab's documentation or behaviour allows (docs/modelslab.md), as
-generated cases: status × job id present or not × output empty, text, link or list × eta ×
-HTTP status × Retry-After. Whatever the reply, the client
+generated cases: status x job id present or not x output empty, text, link or list x eta ×
+HTTP status x Retry-After. Whatever the reply, the client
 
 - returns a caption or raises one of the ``Provider*`` errors (never anything else),
 - never loses a job it was told about: a reply with a job id and no caption in it hands the
