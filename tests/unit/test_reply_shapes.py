@@ -1,5 +1,5 @@
 """Every reply shape ModelsLab's documentation or behaviour allows (docs/modelslab.md), as
-generated cases: status x job id present or not x output empty, text, link or list x eta ×
+generated cases: status x job id present or not x output empty, text, link or list x eta x
 HTTP status x Retry-After. Whatever the reply, the client
 
 - returns a caption or raises one of the ``Provider*`` errors (never anything else),
