@@ -15,6 +15,7 @@ from captioner.sweep import BudgetSweep
 from tests import images
 from tests.conftest import BUCKET, TABLE, notification, s3_record
 from tests.fakes.modelslab import Reply
+from tests.fakes.timing import TIMINGS, TimingServer
 from tests.faults.harness import Clock, Instance, Queue, drain
 from tests.faults.test_defects import upload
 
@@ -375,3 +376,60 @@ def test_a_retry_after_that_is_not_a_finite_number_is_no_hint(
     row = app_env.row("nan.png")
     assert row["status"] == "CAPTIONED"
     assert len(fake_modelslab.accepted()) == 1
+
+
+# -- 3. at the handler: a slow reply never outlives the invocation --------------------------------
+
+
+@pytest.mark.parametrize("timing", [t for t in TIMINGS if t.name != "closed-mid-body"],
+                         ids=lambda t: t.name)  # fmt: skip
+def test_3_a_trickling_reply_ends_within_the_invocation_and_the_row_says_why(
+    app_env, queue, clock, monkeypatch, timing
+):
+    server = TimingServer(json.dumps({"status": "success", "id": 5, "output": ["Late."]}).encode())
+    server.timing = timing
+    server.start()
+    try:
+        monkeypatch.setenv("MODELSLAB_API_URL", server.url)
+        instance = Instance(clock, remaining_ms=14_000)  # a 14 s invocation, writes get 8 s
+        _, event = upload(app_env, "slow.png")
+        msg = queue.send(event)
+        assert queue.deliver(instance, msg) == "retry"
+    finally:
+        server.stop()
+    assert instance.longest < 14.0, f"the invocation took {instance.longest:.1f} s"
+    row = app_env.row("slow.png")
+    assert row["status"] == "PENDING" and "timed out" in row["last_error"]
+
+
+# -- re-captions racing the object's own changes ------------------------------------------------
+
+
+def test_a_recaption_of_a_version_replaced_meanwhile_pays_nothing_for_the_old_one(
+    app_env, fake_modelslab, openai_too, queue, clock
+):
+    captioned_by_modelslab(app_env, queue, clock, "race.png")
+    stale = recaption(app_env, "race.png", "openai")  # names the version of now
+    newer, event = upload(app_env, "race.png", images.jpeg(), sequencer="0066A1B2C3D4E5F701")
+    queue.send(stale)
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("race.png")
+    assert row["version_id"] == newer and row["provider"] == "modelslab"
+    assert openai_too.requests == [] and len(fake_modelslab.accepted()) == 2
+
+
+def test_a_recaption_of_a_deleted_object_pays_nothing_and_keeps_the_delete(
+    app_env, fake_modelslab, openai_too, queue, clock
+):
+    captioned_by_modelslab(app_env, queue, clock, "gone.png")
+    message = recaption(app_env, "gone.png", "openai")
+    marker = app_env.s3.delete_object(Bucket=BUCKET, Key="gone.png")
+    queue.send(notification(s3_record(
+        "gone.png", event_name="ObjectRemoved:DeleteMarkerCreated",
+        version_id=marker.get("VersionId"), sequencer="0066A1B2C3D4E5F701",
+    )))  # fmt: skip
+    queue.send(message)
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("gone.png")["status"] == "DELETED"
+    assert openai_too.requests == []
