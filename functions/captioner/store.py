@@ -519,27 +519,14 @@ class CaptionStore:
         w = _Write()
         w.set(EVENT_LEASE, self._event_lease())
         lease = w.name(EVENT_LEASE)
-        w.condition = (
-            f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
-            f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
-            f" AND (attribute_not_exists({lease}) OR {lease} < {w.value(self.now())})"
-        )
-        try:
-            self._update(row["bucket"], row["key"], w)
-        except _Refused:
-            return False
-        return True
+        free = f"(attribute_not_exists({lease}) OR {lease} < {w.value(self.now())})"
+        return self._owed_write(row, w, free)
 
     def release_event(self, row: Mapping[str, Any]) -> None:
         """PutEvents failed: the next delivery that meets the row may publish at once."""
         w = _Write()
         w.remove(EVENT_LEASE)
-        w.condition = (
-            f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
-            f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
-        )
-        with contextlib.suppress(_Refused):
-            self._update(row["bucket"], row["key"], w)
+        self._owed_write(row, w)
 
     def announced(self, row: Mapping[str, Any]) -> bool:
         """The event owed for ``row`` was published: forget it, unless the row has changed
@@ -547,10 +534,15 @@ class CaptionStore:
         w = _Write()
         w.remove(EVENT_DUE)
         w.remove(EVENT_LEASE)
+        return self._owed_write(row, w)
+
+    def _owed_write(self, row: Mapping[str, Any], w: _Write, also: str = "") -> bool:
+        """``w``, only while the row still owes the event of ``row`` (same status, not
+        written since); False when it does not."""
         w.condition = (
             f"{w.name(EVENT_DUE)} = {w.value(row['status'])}"
             f" AND {w.name('updated_at')} = {w.value(row['updated_at'])}"
-        )
+        ) + (f" AND {also}" if also else "")
         try:
             self._update(row["bucket"], row["key"], w)
         except _Refused:

@@ -24,21 +24,6 @@ from tests.faults.harness import (
 )
 
 
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def queue():
-    return Queue(max_receive=3)  # app_env sets CAPTION_MAX_RECEIVE_COUNT=3
-
-
-@pytest.fixture
-def instance(app_env, clock):
-    return Instance(clock)
-
-
 def upload(aws, key, body=None, *, sequencer="0066A1B2C3D4E5F601", bucket=BUCKET):
     body = body or images.png()
     resp = aws.s3.put_object(Bucket=bucket, Key=key, Body=body)

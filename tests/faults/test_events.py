@@ -7,23 +7,8 @@ import pytest
 
 from tests import images
 from tests.conftest import EventLog
-from tests.faults.harness import Clock, Instance, Killed, Queue, assert_paid_at_most_once, drain
+from tests.faults.harness import Instance, Killed, assert_paid_at_most_once, drain
 from tests.faults.test_defects import upload
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def queue():
-    return Queue(max_receive=3)
-
-
-@pytest.fixture
-def events(app_env):
-    return EventLog()
 
 
 def statuses(events: EventLog) -> list[str]:

@@ -16,26 +16,11 @@ from tests import images
 from tests.conftest import BUCKET, TABLE, notification, s3_record
 from tests.fakes.modelslab import Reply
 from tests.fakes.timing import TIMINGS, TimingServer
-from tests.faults.harness import Clock, Instance, Queue, drain
+from tests.faults.harness import Instance, drain
 from tests.faults.test_defects import upload
 
 S3_MAX_KEY_BYTES = 1024  # S3: "The object key name is a sequence of Unicode characters with
 # UTF-8 encoding of up to 1,024 bytes long."
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def queue():
-    return Queue(max_receive=3)
-
-
-@pytest.fixture
-def instance(app_env, clock):
-    return Instance(clock)
 
 
 def key_of(n_bytes: int, char: str = "猫") -> str:
@@ -268,13 +253,6 @@ def test_5_recaptioning_with_the_primary_by_name_replaces_a_fallbacks_caption(
 
 
 # -- 6. one event per transition, even for duplicates delivered at the same moment --------------
-
-
-@pytest.fixture
-def events(app_env):
-    from tests.conftest import EventLog
-
-    return EventLog()
 
 
 def held_in_put_events(instance: Instance) -> tuple[threading.Event, threading.Event]:

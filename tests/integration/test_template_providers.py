@@ -70,9 +70,18 @@ def test_the_function_gets_every_setting(template):
     assert env["OPENAI_API_KEY_SECRET"] == ""
     assert env["BEDROCK_MODEL_ID"] == "amazon.nova-lite-v1:0"
     assert env["OPENAI_PRICE_USD"] == "0.0005" and env["BEDROCK_PRICE_USD"] == "0.0002"
+    # the upload bucket's name is known only once deployed: the evaluator leaves its Ref
+    assert env["CAPTION_BUCKETS"] == "${UploadBucket},"
+    env["CAPTION_BUCKETS"] = "captioner-uploads-123,"
     config = Config.from_env({**{k: str(v) for k, v in env.items()}, "CAPTIONS_TABLE": "t"})
     assert config.fallback_providers == ("openai", "local")
+    assert config.served_buckets == ("captioner-uploads-123",)
     assert environment(stack(template))["CAPTION_FALLBACK_PROVIDERS"] == ""
+
+
+def test_the_function_serves_the_upload_bucket_and_the_existing_ones_only(template):
+    env = environment(stack(template, ExistingBucketNames="photos-archive,team.assets"))
+    assert env["CAPTION_BUCKETS"] == "${UploadBucket},photos-archive,team.assets"
 
 
 def test_events_may_be_put_on_the_one_bus_only(template):
