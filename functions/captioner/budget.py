@@ -42,7 +42,7 @@ class BudgetExhausted(CaptionerError):
     @property
     def reason(self) -> str:
         return (
-            f"{BUDGET_REASON_PREFIX} of {self.cap:.2f} $ reached ({self.spent:.4f} $ spent on "
+            f"{BUDGET_REASON_PREFIX} of {_amount(self.cap)} $ reached ({self.spent:.4f} $ spent on "
             f"{self.day} UTC): waits for the next UTC day or a higher DailyBudgetUsd"
         )
 
@@ -171,3 +171,8 @@ def read_day(table_name: str, dynamodb_client: Any, day: str) -> DaySpend:
 
 def _key(day: str) -> dict[str, Any]:
     return {"bucket": {"S": BUDGET_PARTITION}, "key": {"S": day}}
+
+
+def _amount(value: Decimal) -> str:
+    """Dollars with two decimals, or as many as a smaller amount needs (0.005, not 0.00)."""
+    return f"{value:.2f}" if value == round(value, 2) else format(value.normalize(), "f")

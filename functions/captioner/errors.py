@@ -24,10 +24,15 @@ class ProviderError(CaptionerError):
     """Base class for provider failures. ``http_status`` is the HTTP status when there was one.
 
     ``maybe_charged``: the request reached the provider and its fate is unknown (a reply that
-    timed out), so the spend reserved for it is kept; any other failure was not charged."""
+    timed out), so the spend reserved for it is kept; any other failure was not charged.
+    ``charged_reply``: the provider answered and took the request on, but the answer is of no
+    use (a success without a caption, a job without an id, a body cut off after a 200):
+    charged, and trying again at once would pay again (``retry.call_with_retries`` leaves
+    it to the message's next delivery)."""
 
     http_status: int | None = None
     maybe_charged: bool = False
+    charged_reply: bool = False
 
 
 class ProviderImageError(ProviderError):

@@ -10,6 +10,7 @@ ignored. Anything else raises ``MalformedEvent`` so the message dead-letters vis
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -155,6 +156,15 @@ def _kind(event_name: str) -> Kind:
 def _version(value: Any) -> str | None:
     # S3 sends "null" for objects written while versioning was off or suspended.
     return str(value) if value not in (None, "", "null") else None
+
+
+# Every bucket name S3 has allowed, legacy us-east-1 names (capitals, underscores, up to 255
+# characters) included; never a "#", which the table's own partitions start with.
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+
+def is_bucket_name(name: str) -> bool:
+    return bool(_BUCKET_NAME.fullmatch(name))
 
 
 def _sequencer(value: Any) -> str | None:

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, TypedDict
 
@@ -37,13 +37,14 @@ from captioner.errors import (
     ProviderPending,
     ProviderTransientError,
 )
-from captioner.events import ObjectEvent
+from captioner.events import ObjectEvent, is_bucket_name
 from captioner.fallback import FallbackChain
 from captioner.images import ImageLimits, check_image
 from captioner.limits import NoSlot, SlotsByProvider
 from captioner.objects import ObjectMissing
 from captioner.ports import Captions, NoTelemetry, Objects, Telemetry
 from captioner.providers.base import Caption, CaptionProvider, ImageInfo, ImageSource
+from captioner.requeue import MAX_DELAY_S
 from captioner.retry import Backoff, call_with_retries
 from captioner.store import (
     Announce,
@@ -54,7 +55,7 @@ from captioner.store import (
     Status,
     Unchanged,
 )
-from captioner.tags import TagStatus, is_opted_out, plan_caption_tag
+from captioner.tags import TAG_SETTLED, TagStatus, is_opted_out, plan_caption_tag
 
 # Leases are wall-clock times compared across Lambda instances: allow for their clocks to
 # disagree by this much.
@@ -180,6 +181,9 @@ class Pipeline:
         return outcome
 
     def _process(self, event: ObjectEvent, attempt: Attempt) -> Outcome:
+        if not is_bucket_name(event.bucket):  # e.g. "#w#…": the word index's partitions
+            log.warning("event for an impossible bucket name ignored: %r", event.bucket[:80])
+            return Outcome(Unchanged.IGNORED, "not an S3 bucket name")
         served = self.config.served_buckets
         if served and event.bucket not in served:
             # an EventBridge rule or a hand-made message for a bucket the function's role
@@ -277,8 +281,12 @@ class Pipeline:
             ref, attempt.lease_seconds(), explicit, current=ref.sequencer is None
         )
         if claim.outcome is ClaimOutcome.UNORDERED:
-            if not self._is_current(ref):
-                return Outcome(Unchanged.STALE, "a newer version of the object exists")
+            try:
+                current = self._is_current(ref)
+            except ObjectMissing:
+                current = False
+            if not current:
+                return Outcome(Unchanged.STALE, "a newer version of the object exists, or none")
             claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
         if claim.outcome is ClaimOutcome.DONE:
             self.announcer.owed(claim.previous)  # an event an earlier delivery could not send
@@ -317,6 +325,13 @@ class Pipeline:
     def _caption(self, work: _Work) -> Outcome:
         ref = work.claim.ref
         paid = work.claim.reusable_caption(work.requested)
+        if paid is not None and _parked_recaption(paid):
+            # captioned and tagged; only a re-caption by name waits for the budget: it stays
+            # parked as it was, for the sweep (a plain duplicate must not end it)
+            kept = {f.name: paid.get(f.name) for f in fields(Result) if f.name != "status"}
+            if not self.store.save_result(work.claim, Result(Status.PENDING, **kept)):
+                return _taken()
+            return Outcome(Unchanged.DUPLICATE, "this version is captioned; its re-caption waits")
         if paid is not None:  # an earlier delivery paid; only its tag is left to do
             work.captioned = True
             return self._tag_and_finish(work, str(paid["caption"]))
@@ -648,6 +663,16 @@ _CAPTION_FIELDS = (
 )  # fmt: skip
 
 
+def _parked_recaption(row: dict[str, Any]) -> bool:
+    """A row whose caption and tag are done and whose re-caption waits for the budget."""
+    return (
+        row.get("status") == Status.PENDING
+        and row.get("recaption_status") == "PENDING"
+        and str(row.get("reason") or "").startswith(BUDGET_REASON_PREFIX)
+        and row.get("tag_status") in TAG_SETTLED
+    )
+
+
 def _name(exc: Exception) -> str:
     """The error's type and AWS code, without its message (it may quote the row)."""
     response = getattr(exc, "response", None)
@@ -659,9 +684,9 @@ def _wait_for(exc: Exception) -> float | None:
     """How long to wait before trying again, when the error is a wait and not a failure:
     a job still processing (its eta), or a rate limit (its retry_after)."""
     if isinstance(exc, ProviderPending):
-        return exc.retry_after or DEFAULT_JOB_WAIT_S
+        return min(exc.retry_after or DEFAULT_JOB_WAIT_S, MAX_DELAY_S)
     if isinstance(exc, ProviderTransientError) and exc.rate_limited:
-        return exc.retry_after or DEFAULT_RATE_LIMIT_WAIT_S
+        return min(exc.retry_after or DEFAULT_RATE_LIMIT_WAIT_S, MAX_DELAY_S)
     return None
 
 

@@ -36,7 +36,8 @@ def call_with_retries[T](
     out, or the next wait would pass ``deadline``; then the last error propagates.
 
     Jobs a provider queued travel through the provider's ``on_job`` callback, not through
-    here: every call reads the newest job id its caller knows, so a retry polls, never pays."""
+    here: every call reads the newest job id its caller knows, so a retry polls, never pays.
+    A reply that was charged and of no use (``charged_reply``) is not tried again here."""
     attempt = 0
     while True:
         try:
@@ -44,6 +45,11 @@ def call_with_retries[T](
         except ProviderTransientError as exc:
             if isinstance(exc, ProviderPending) and exc.park:
                 raise  # a long job: its message comes back later instead
+            if exc.charged_reply and not isinstance(exc, ProviderPending):
+                # a request the provider may have charged (a success without a caption, a
+                # reply cut off): trying again at once would pay again; at most once per
+                # delivery, the message's next delivery tries again
+                raise
             attempt += 1
             wait = backoff.delay(attempt, exc.retry_after, rand)
             if attempt >= backoff.max_attempts or clock() + wait >= deadline:

@@ -133,6 +133,8 @@ class IndexSearch:
         while True:
             page = self._db.query(**args)
             for item in page.get("Items", []):
+                if "object_bucket" not in item or "object_key" not in item:
+                    continue  # not a posting (nothing else should write here)
                 yield Posting(item["key"]["S"], item["object_bucket"]["S"], item["object_key"]["S"])
             if "LastEvaluatedKey" not in page:
                 return

@@ -318,7 +318,7 @@ class CaptionStore:
             token = uuid.uuid4().hex
             lease = now_iso(lambda: self._clock() + timedelta(seconds=lease_seconds))
             try:
-                old = self._claim_write(ref, token, lease, provider, takeover)
+                old = self._claim_write(ref, token, lease, provider, takeover, current)
             except _Refused as refused:
                 old = refused.row
                 if is_legacy_order(old.get("sequencer_order")):
@@ -335,7 +335,13 @@ class CaptionStore:
         return Claim(ClaimOutcome.BUSY, ref, None)  # rows changing under us: come back later
 
     def _claim_write(
-        self, ref: ObjectRef, token: str, lease: str, provider: str | None, takeover: str | None
+        self,
+        ref: ObjectRef,
+        token: str,
+        lease: str,
+        provider: str | None,
+        takeover: str | None,
+        current: bool = False,
     ) -> dict[str, Any] | None:
         w = _Write()
         w.set("status", Status.PENDING.value)
@@ -350,6 +356,12 @@ class CaptionStore:
         if order:
             w.set("sequencer_order", order)
             w.set("sequencer", ref.sequencer)
+        elif takeover is not None:
+            # A version known only from S3 (a backfill, an event whose sequencer orders
+            # nothing) takes the row: the older version's order must not stay, or that
+            # version's own late event would look newer and take the row back.
+            w.remove("sequencer_order")
+            w.remove("sequencer")
         seq_ok = _seq_condition(w, order, "<=")
         if takeover is None:
             att = w.name("attempts")
@@ -362,6 +374,10 @@ class CaptionStore:
                 done += f" AND {w.name('provider')} = {w.value(provider)}"
             live = f"{w.name('lease_until')} > {w.value(self.now())}"
             same = f"{w.name('revision')} = {w.value(ref.revision)}"
+            if not current:
+                # a version deleted since is claimed again only once S3 says it is current
+                # (an "undelete"): its create event, delivered late, is older than the delete
+                same += f" AND {w.name('status')} <> {w.value(Status.DELETED.value)}"
             w.condition = (
                 f"attribute_not_exists({w.name('bucket')}) OR "
                 f"({same} AND NOT ({done}) AND NOT ({live}) AND {seq_ok})"
@@ -603,6 +619,8 @@ class CaptionStore:
             if order:
                 w.set("sequencer_order", order)
                 w.set("sequencer", sequencer)
+            for attr in _RECAPTION_FIELDS:  # a re-caption of a deleted object is over
+                w.remove(attr)
             conds = [f"attribute_exists({w.name('bucket')})", _seq_condition(w, order, "<")]
             if not whole and version_id:
                 conds.append(f"{w.name('version_id')} = {w.value(version_id)}")
@@ -813,6 +831,12 @@ class _Write:
         return " ".join(parts)
 
 
+_RECAPTION_FIELDS = (
+    "recaption_status", "recaption_reason", "recaption_provider", "recaption_job_id",
+    "requested_provider",
+)  # fmt: skip
+
+
 def _seq_condition(w: _Write, order: str | None, op: str) -> str:
     """The row has no sequencer order, or an up-to-date one that is ``op`` ours. A pre-0.2
     order fails this, so the caller rewrites it first."""
@@ -833,6 +857,8 @@ def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> C
     if old.get("revision") != ref.revision:
         ordered = bool(order) == ("sequencer_order" in old) or old.get("revision") == TOMBSTONE
         return None if ordered else ClaimOutcome.UNORDERED
+    if old.get("status") == Status.DELETED:
+        return ClaimOutcome.UNORDERED  # deleted since, or undeleted: S3 decides (a HEAD)
     captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
     if captioned and (not provider or old.get("provider") == provider):
         return ClaimOutcome.DONE

@@ -170,7 +170,10 @@ class MemoryCaptions:
             if row is not None:
                 if order and row.get("sequencer_order", "") > order:
                     return Claim(ClaimOutcome.STALE, ref, old)  # a newer event owns the row
-                if row["revision"] == ref.revision:
+                deleted = row.get("status") == Status.DELETED
+                if row["revision"] == ref.revision and deleted and not current:
+                    return Claim(ClaimOutcome.UNORDERED, ref, old)  # deleted since: ask S3
+                if row["revision"] == ref.revision:  # (an undelete: the caption is reused)
                     if _done(row, provider):
                         return Claim(ClaimOutcome.DONE, ref, old)
                     if row.get("lease_until", "") > self.now():
@@ -181,6 +184,9 @@ class MemoryCaptions:
                 else:  # an older version's row: taken afresh, nothing of its result stays
                     for attr in RESULT_FIELDS:
                         row.pop(attr, None)
+                    if not order:  # its order must not outlive it
+                        row.pop("sequencer_order", None)
+                        row.pop("sequencer", None)
                     row["attempts"] = 1
             else:
                 row = self.rows[(ref.bucket, ref.key)] = {

@@ -16,7 +16,7 @@ from tests import images
 from tests.conftest import BUCKET, TABLE, notification, s3_record
 from tests.fakes.modelslab import Reply
 from tests.fakes.timing import TIMINGS, TimingServer
-from tests.faults.harness import Instance, drain
+from tests.faults.harness import Instance, drain, paid_versions
 from tests.faults.test_defects import upload
 
 S3_MAX_KEY_BYTES = 1024  # S3: "The object key name is a sequence of Unicode characters with
@@ -411,3 +411,176 @@ def test_a_recaption_of_a_deleted_object_pays_nothing_and_keeps_the_delete(
     drain(queue, Instance(clock), clock)
     assert app_env.row("gone.png")["status"] == "DELETED"
     assert openai_too.requests == []
+
+
+# -- found by a black-box review of the fixes above -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "newer_sequencer", [None, "zz", 123], ids=["backfill", "not-hex", "number"]
+)
+def test_an_old_versions_late_event_never_takes_back_a_row_a_newer_version_wrote_unordered(
+    app_env, fake_modelslab, queue, clock, newer_sequencer
+):
+    """v1 (sequenced) captioned; v2 captioned from an event that orders nothing (a backfill,
+    a malformed sequencer); then S3 delivers v1's event again: stale, nothing paid."""
+    _, first = upload(app_env, "back.png", sequencer="0000000000000000A1")
+    queue.send(first)
+    drain(queue, Instance(clock), clock)
+    v2 = app_env.s3.put_object(Bucket=BUCKET, Key="back.png", Body=images.jpeg())["VersionId"]
+    if newer_sequencer is None:
+        queue.send(recaption(app_env, "back.png", None))
+    else:
+        record = s3_record("back.png", version_id=v2)
+        record["s3"]["object"]["sequencer"] = newer_sequencer
+        queue.send(notification(record))
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("back.png")["version_id"] == v2
+
+    queue.send(first)  # v1's notification, delivered again
+    drain(queue, Instance(clock), clock)
+
+    assert app_env.row("back.png")["version_id"] == v2
+    assert sorted(paid_versions(fake_modelslab).values()) == [1, 1]
+
+
+@pytest.mark.parametrize("delete_sequencer", [None, "zz"], ids=["none", "not-hex"])
+def test_a_deleted_object_stays_deleted_when_its_create_event_comes_again(
+    app_env, fake_modelslab, queue, clock, events, delete_sequencer
+):
+    _, created = upload(app_env, "undead.png", sequencer="0000000000000000A1")
+    queue.send(created)
+    drain(queue, Instance(clock), clock)
+    marker = app_env.s3.delete_object(Bucket=BUCKET, Key="undead.png")
+    record = s3_record("undead.png", event_name="ObjectRemoved:DeleteMarkerCreated",
+                       version_id=marker.get("VersionId"))  # fmt: skip
+    if delete_sequencer:
+        record["s3"]["object"]["sequencer"] = delete_sequencer
+    queue.send(notification(record))
+    drain(queue, Instance(clock), clock)
+    queue.send(created)
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("undead.png")["status"] == "DELETED"
+    assert [e["detail"]["status"] for e in events.take()] == ["CAPTIONED", "DELETED"]
+
+
+def test_a_job_queued_without_an_id_is_polled_at_its_fetch_result(
+    app_env, fake_modelslab, queue, clock
+):
+    fake_modelslab.queue(Reply({
+        "status": "processing", "eta": 0, "output": [],
+        "fetch_result": f"{fake_modelslab.url}/image_editing/fetch/777",
+    }))  # fmt: skip
+    fake_modelslab.fetch_rule = lambda job: Reply(
+        {"status": "success", "id": int(job), "output": ["Fetched by its URL."]}
+    )
+    _, event = upload(app_env, "noid.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("noid.png")["caption"] == "Fetched by its URL."
+    assert len(fake_modelslab.accepted()) == 1
+
+
+def test_a_charged_reply_without_a_caption_is_paid_once_per_delivery_and_counted(
+    app_env, fake_modelslab, queue, clock, monkeypatch
+):
+    """`processing` with nothing to poll, or `success` with no caption and no id: charged,
+    so the budget keeps it, and tried again only by the message's next delivery."""
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "1")
+    fake_modelslab.rule = lambda body: Reply({"status": "processing", "eta": 0, "output": []})
+    _, event = upload(app_env, "lost.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    assert len(fake_modelslab.accepted()) == 3  # one per delivery (CAPTION_MAX_RECEIVE_COUNT)
+    assert app_env.row("lost.png")["status"] == "FAILED"
+    item = app_env.ddb.scan(TableName=TABLE, FilterExpression="begins_with(#b, :p)",
+                            ExpressionAttributeNames={"#b": "bucket"},
+                            ExpressionAttributeValues={":p": {"S": "#budget"}})["Items"]  # fmt: skip
+    spent = sum(float(i["spent_usd"]["N"]) for i in item if "spent_usd" in i)
+    assert spent == pytest.approx(3 * 0.0047)
+
+
+def test_a_recaption_answered_empty_is_paid_once_per_delivery(
+    app_env, fake_modelslab, openai_too, queue, clock
+):
+    from tests.fakes.openai import completion
+
+    before = captioned_by_modelslab(app_env, queue, clock)
+    openai_too.rule = lambda request: Reply(completion(""))
+    queue.send(recaption(app_env, "re.png", "openai"))
+    drain(queue, Instance(clock), clock)
+    assert len(openai_too.requests) == 3
+    row = app_env.row("re.png")
+    assert row["caption"] == before["caption"] and row["recaption_status"] == "FAILED"
+
+
+def test_an_event_naming_the_word_indexs_partitions_is_ignored_and_search_still_works(
+    app_env, fake_modelslab, queue, clock
+):
+    _, event = upload(app_env, "cat.png")
+    queue.send(event)
+    queue.send(notification(s3_record("9999-zz", bucket="#w#named#2", sequencer="FF")))
+    drain(queue, Instance(clock), clock)
+    assert app_env.row("9999-zz", bucket="#w#named#2") is None
+    found = IndexSearch(CaptionReader(TABLE, app_env.ddb)).find(SearchQuery("named"))
+    assert [r["key"] for r in found.rows] == ["cat.png"]
+
+
+def test_a_parked_recaption_stays_parked_when_a_duplicate_of_the_upload_comes(
+    app_env, fake_modelslab, openai_too, queue, clock, events, monkeypatch
+):
+    captioned_by_modelslab(app_env, queue, clock)
+    head = app_env.s3.head_object(Bucket=BUCKET, Key="re.png")
+    upload_event = notification(s3_record(
+        "re.png", version_id=head["VersionId"], etag=head["ETag"].strip('"'),
+        size=head["ContentLength"], sequencer="0066A1B2C3D4E5F601",
+    ))  # fmt: skip
+    events.take()
+    monkeypatch.setenv("CAPTION_DAILY_BUDGET_USD", "0.005")
+    queue.send(recaption(app_env, "re.png", "openai"))
+    drain(queue, Instance(clock), clock)
+    assert "0.005 $" in app_env.row("re.png")["reason"]
+
+    queue.send(upload_event)  # S3's duplicate of the original upload
+    drain(queue, Instance(clock), clock)
+
+    row = app_env.row("re.png")
+    assert row["status"] == "PENDING" and row["recaption_status"] == "PENDING"
+    assert [e["detail"]["status"] for e in events.take()] == []
+
+
+def test_a_deleted_row_keeps_no_recaption_in_progress(app_env, fake_modelslab, queue, clock):
+    from captioner.store import CaptionStore, ObjectRef, Result, Status
+
+    captioned_by_modelslab(app_env, queue, clock)
+    store = CaptionStore(TABLE, app_env.ddb)
+    row = app_env.row("re.png")
+    claim = store.claim(ObjectRef(BUCKET, "re.png", row["version_id"], row["etag"], row["size"]),
+                        60, "openai")  # fmt: skip
+    kept = {k: row.get(k) for k in ("caption", "provider", "tag_status", "tag_value")}
+    assert store.save_result(claim, Result(Status.CAPTIONED, recaption_status="PENDING",
+                                           recaption_job_id="9", **kept))  # fmt: skip
+    assert store.mark_deleted(BUCKET, "re.png", None, None, whole=True)
+    assert not any(k.startswith("recaption_") for k in app_env.row("re.png"))
+
+
+@pytest.mark.parametrize("output", ["HTTPS://127.0.0.1:1/x", "ftp://x/y", "file:///etc/passwd"])
+def test_a_bare_url_of_any_scheme_is_never_a_caption(app_env, fake_modelslab, queue, clock, output):
+    fake_modelslab.rule = lambda body: Reply({"status": "success", "output": [output]})
+    _, event = upload(app_env, "url.png")
+    queue.send(event)
+    drain(queue, Instance(clock), clock)
+    row = app_env.row("url.png")
+    assert row["status"] != "CAPTIONED" and "caption" not in row
+
+
+@pytest.mark.parametrize("hint", [900.0, 5000.0, 1e308])
+def test_a_wait_longer_than_sqs_can_delay_says_what_happens(hint):
+    from captioner.errors import ProviderPending, ProviderTransientError
+    from captioner.pipeline import _wait_for, _wait_reason
+
+    for exc in (ProviderPending("queued", job_id="6", retry_after=hint),
+                ProviderTransientError("429", retry_after=hint, http_status=429)):  # fmt: skip
+        delay = _wait_for(exc)
+        assert delay == 900.0
+        assert "about 900 s" in _wait_reason(exc, delay)

@@ -258,7 +258,6 @@ def test_job_still_processing_at_the_deadline_is_polled_on_retry_not_paid_again(
         Reply({"status": "error"}, status=503),
         Reply(status=500, body=b"<html>oops</html>"),
         Reply(body=b"{not json"),
-        Reply({"status": "success", "output": []}),
     ],
     ids=[
         "busy",
@@ -268,7 +267,6 @@ def test_job_still_processing_at_the_deadline_is_polled_on_retry_not_paid_again(
         "503",
         "500-html",
         "bad-json",
-        "empty-output",
     ],
 )
 def test_transient_provider_faults_are_retried_in_process(
@@ -278,6 +276,18 @@ def test_transient_provider_faults_are_retried_in_process(
     _, event = put_event(app_env, "flaky.png", images.png())
     assert run(event, lambda_context) == {"batchItemFailures": []}
     assert app_env.row("flaky.png")["status"] == "CAPTIONED"
+    assert len(fake_modelslab.paid_calls()) == 2
+
+
+def test_a_success_without_a_caption_is_charged_so_only_the_next_delivery_tries_again(
+    app_env, fake_modelslab, lambda_context
+):
+    fake_modelslab.queue(Reply({"status": "success", "output": []}))  # then the default success
+    _, event = put_event(app_env, "empty.png", images.png())
+    assert len(run(event, lambda_context)["batchItemFailures"]) == 1  # not paid again at once
+    assert len(fake_modelslab.paid_calls()) == 1
+    assert run(event, lambda_context) == {"batchItemFailures": []}
+    assert app_env.row("empty.png")["status"] == "CAPTIONED"
     assert len(fake_modelslab.paid_calls()) == 2
 
 

@@ -239,7 +239,7 @@ def park_two_of_four(queue, app_env, monkeypatch) -> App:
     for i in range(4):
         row = app_env.row(f"b/{i}.png")
         if row["status"] == "PENDING":
-            assert row["reason"].startswith("daily budget of 0.01 $ reached")
+            assert row["reason"].startswith("daily budget of 0.0094 $ reached")
     # consumed, not failed: nothing waits in the queue, nothing is dead-lettered
     assert queue.depth() == 0 and queue.depth(queue.dlq) == 0
     assert spend().spent_usd == 2 * PRICE and spend().cap_usd == 2 * PRICE
@@ -433,7 +433,7 @@ def test_concurrent_reservations_never_pass_the_cap(aws):
         t.join()
     assert (len(won), len(lost)) == (5, 11)
     assert spend().spent_usd == 5 * PRICE
-    assert lost[0].reason.startswith("daily budget of 0.02 $ reached")
+    assert lost[0].reason.startswith("daily budget of 0.0235 $ reached")
     budget.refund(won[0])
     assert budget.room(float(PRICE)) == 1
 

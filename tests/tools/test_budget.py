@@ -51,7 +51,7 @@ def test_uploads_past_the_cap_wait_and_resume_when_it_is_raised(stack, modelslab
     wait_for(statuses, lambda s: s == ["CAPTIONED", "CAPTIONED", "PENDING", "PENDING"],
              what="two captioned, two parked")  # fmt: skip
     parked = [row(stack, k) for k in keys if row(stack, k)["status"] == "PENDING"]
-    assert all(r["reason"].startswith("daily budget of 0.01 $ reached") for r in parked)
+    assert all(r["reason"].startswith("daily budget of 0.0094 $ reached") for r in parked)
     wait_for(lambda: depth(stack, stack.queue_url), lambda n: n == 0, what="queue drained")
     assert depth(stack, stack.dlq_url) == 0  # never dead-lettered for the budget
 

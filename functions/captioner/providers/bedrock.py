@@ -152,7 +152,7 @@ def _caption_text(reply: dict[str, Any]) -> str:
     text = clean_caption(" ".join(str(part.get("text", "")) for part in content if "text" in part))
     if not text:
         empty = ProviderTransientError("Bedrock answered with an empty caption")
-        empty.maybe_charged = True  # an answer: its tokens were billed
+        empty.maybe_charged = empty.charged_reply = True  # an answer: its tokens were billed
         raise empty
     return text
 

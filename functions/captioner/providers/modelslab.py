@@ -163,7 +163,7 @@ class ModelsLabProvider:
         delay = self.poll_initial
         while True:
             status = _status(reply)
-            new_job = _job_id(reply)
+            new_job = _job_id(reply) or self._job_in_fetch_url(reply)
             if status in ("success", "processing") and new_job and new_job != job:
                 job = new_job
                 # a job whose text is not in this reply (queued, a link, an empty output
@@ -174,7 +174,7 @@ class ModelsLabProvider:
                 try:
                     return _keep_job(job, self._caption_text, reply, deadline), job
                 except ProviderTransientError as exc:
-                    exc.maybe_charged = True  # a success is a paid request, whatever follows
+                    exc.maybe_charged = exc.charged_reply = True  # a success is paid for
                     raise
             if status != "processing":
                 error = _error_for(reply, key)
@@ -183,7 +183,9 @@ class ModelsLabProvider:
                     raise ProviderPending(str(error), job_id=job, retry_after=error.retry_after)
                 raise error
             if not job:
-                raise ProviderTransientError("ModelsLab queued the job without an id to poll")
+                lost = ProviderTransientError("ModelsLab queued the job without an id to poll")
+                lost.maybe_charged = lost.charged_reply = True  # queued, with nothing to poll
+                raise lost
             eta = _number(reply.get("eta"))
             wait = min(max(delay, eta or 0.0), 3 * self.poll_max) * (0.8 + 0.4 * random.random())  # noqa: S311
             park = (eta or 0.0) > self.park_eta
@@ -196,6 +198,15 @@ class ModelsLabProvider:
             delay = min(delay * 2, self.poll_max)
             url = self._fetch_url(reply, job)
             reply = _keep_job(job, self._post, url, {"key": key}, key, deadline)
+
+    def _job_in_fetch_url(self, reply: dict[str, Any]) -> str | None:
+        """The job a reply without an ``id`` names in its ``fetch_result`` URL on the API host
+        (``…/image_editing/fetch/{id}``), so that it too is polled instead of paid again."""
+        url = reply.get("fetch_result")
+        if not (isinstance(url, str) and _same_origin(url, self._base)):
+            return None
+        head, _, job = urlsplit(url).path.rstrip("/").rpartition("/")
+        return job if head.endswith("/fetch") and job else None
 
     def _fetch_url(self, reply: dict[str, Any], job: str) -> str:
         """The reply's ``fetch_result`` only when it is on the configured API host: the key is
@@ -210,21 +221,27 @@ class ModelsLabProvider:
         # Never wait past the record's deadline: a request still open when Lambda times out
         # would fail the whole batch, not just this record.
         budget = min(self._timeout, deadline - self._clock())
+        answered = False  # a 200's headers came: the request was taken on
         try:
             with httpclient.within(deadline - self._clock()):  # headers and body, all of it
-                resp = self._client.post(
-                    url, json=body, timeout=httpx.Timeout(budget, connect=min(5.0, budget))
-                )
+                with self._client.stream(
+                    "POST", url, json=body,
+                    timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
+                ) as resp:  # fmt: skip
+                    answered = resp.status_code == 200
+                    resp.read()
         except httpx.TimeoutException as exc:
             timed_out = ProviderTransientError("ModelsLab timed out")
             # a request that was sent may have been taken on (and charged) before the reply
             timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            timed_out.charged_reply = answered
             raise timed_out from None
         except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
             failed = ProviderTransientError(
                 f"cannot reach ModelsLab: {_redact(type(exc).__name__ + ': ' + str(exc), key)}"
             )
             failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
+            failed.charged_reply = answered
             raise failed from None
         payload = _json(resp)
         code = resp.status_code
@@ -262,7 +279,8 @@ class ModelsLabProvider:
         """Some ModelsLab endpoints answer with a link to the result instead of the text.
         Only https links (or links on the configured API host) are followed, and never past
         the record's deadline: a GET still open when Lambda times out loses the whole batch."""
-        if not (url.startswith("https://") or _same_origin(url, self._base)):
+        url = url.strip()
+        if not (url.lower().startswith("https://") or _same_origin(url, self._base)):
             raise ProviderTransientError("ModelsLab answered with a non-https caption link")
         self._check_budget(deadline)
         budget = min(self._timeout, deadline - self._clock())
@@ -376,8 +394,12 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip()) and not _is_link(value)
 
 
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
 def _is_link(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
+    """A bare URL (any scheme, any case: ``HTTPS://`` is https), never a caption."""
+    return isinstance(value, str) and bool(_URL.fullmatch(value.strip()))
 
 
 def _job_id(reply: dict[str, Any]) -> str | None:
@@ -411,7 +433,7 @@ def _is_rate_limit(message: str) -> bool:
 
 def _same_origin(url: str, base: str) -> bool:
     a, b = urlsplit(url), urlsplit(base)
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+    return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
 
 
 def _clip(text: str, limit: int) -> str:

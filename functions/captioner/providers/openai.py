@@ -136,23 +136,26 @@ class OpenAIProvider:
         # would fail the whole batch, not just this record.
         budget = min(self._timeout, deadline - self._clock())
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        answered = False  # a 200's headers came: the request was taken on
         try:
             with httpclient.within(deadline - self._clock()):  # headers and body, all of it
-                resp = self._client.post(
-                    self._url,
-                    json=body,
-                    headers=headers,
+                with self._client.stream(
+                    "POST", self._url, json=body, headers=headers,
                     timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
-                )
+                ) as resp:  # fmt: skip
+                    answered = resp.status_code == 200
+                    resp.read()
         except httpx.TimeoutException as exc:
             timed_out = ProviderTransientError("the OpenAI endpoint timed out")
             # a request that was sent may have been taken on (and billed) before the reply
             timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            timed_out.charged_reply = answered
             raise timed_out from None
         except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
             detail = _redact(f"{type(exc).__name__}: {exc}", key)
             failed = ProviderTransientError(f"cannot reach the OpenAI endpoint: {detail}")
             failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
+            failed.charged_reply = answered
             raise failed from None
         try:
             payload = resp.json()
@@ -188,7 +191,7 @@ def _caption_text(reply: dict[str, Any], key: str) -> str:
 def _billed(message: str) -> ProviderTransientError:
     """A reply that came back 200 without a usable caption: the tokens were billed."""
     exc = ProviderTransientError(message)
-    exc.maybe_charged = True
+    exc.maybe_charged = exc.charged_reply = True
     return exc
 
 
