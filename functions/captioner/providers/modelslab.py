@@ -223,13 +223,13 @@ class ModelsLabProvider:
         budget = min(self._timeout, deadline - self._clock())
         answered = False  # a 200's headers came: the request was taken on
         try:
-            with httpclient.within(deadline - self._clock()):  # headers and body, all of it
-                with self._client.stream(
-                    "POST", url, json=body,
-                    timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
-                ) as resp:  # fmt: skip
-                    answered = resp.status_code == 200
-                    resp.read()
+            # headers and body, all of it, by the deadline
+            with httpclient.within(deadline - self._clock()), self._client.stream(
+                "POST", url, json=body,
+                timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
+            ) as resp:  # fmt: skip
+                answered = resp.status_code == 200
+                resp.read()
         except httpx.TimeoutException as exc:
             timed_out = ProviderTransientError("ModelsLab timed out")
             # a request that was sent may have been taken on (and charged) before the reply
