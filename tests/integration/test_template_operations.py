@@ -164,3 +164,18 @@ def test_the_queue_age_threshold_is_bounded_by_the_queues_retention(
     assert spec["Type"] == "Number" and spec["MinValue"] == 60
     assert spec["MaxValue"] == retention
     assert spec["Default"] < retention
+
+
+# ------------------------------------------------------------------ documentation
+
+
+def test_every_template_parameter_is_in_the_readmes_configuration_table(
+    template: dict[str, Any],
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("Function environment", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    missing = [
+        name for name in template["Parameters"] if not any(f"`{name}`" in row for row in rows)
+    ]
+    assert not missing, f"README's parameter table lacks {missing}"
