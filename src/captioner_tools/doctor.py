@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -63,17 +64,23 @@ def run_checks(
     """Every check, in order. ``env``: where the local stack's keys come from (the shell's,
     as ``captioner local up`` reads them); ``http``: the client the provider calls use."""
     env = os.environ if env is None else env
-    client = http or httpx.Client(timeout=PROVIDER_TIMEOUT_S)
     checks = [_guarded("aws", lambda: check_aws(deployment))]
     if checks[-1].status == "fail":
         return checks  # nothing else can be asked
     checks.append(_guarded("stack", lambda: check_stack(deployment)))
-    checks.extend(_each("provider", lambda: check_providers(deployment, env, client)))
+    with httpx.Client(timeout=PROVIDER_TIMEOUT_S) if http is None else _borrowed(http) as client:
+        checks.extend(_each("provider", lambda: check_providers(deployment, env, client)))
     checks.extend(_each("bucket", lambda: check_buckets(deployment)))
     checks.extend(_each("queue", lambda: check_queues(deployment)))
     checks.append(_guarded("budget", lambda: check_budget(deployment)))
     checks.append(_guarded("rows", lambda: check_stuck_rows(deployment)))
     return checks
+
+
+@contextmanager
+def _borrowed(client: httpx.Client) -> Iterator[httpx.Client]:
+    """A client the caller owns (and closes)."""
+    yield client
 
 
 def _guarded(name: str, check: Callable[[], Check]) -> Check:
