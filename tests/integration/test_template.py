@@ -238,6 +238,20 @@ def test_a_fresh_clone_builds_without_python312_on_path(tmp_path: Path) -> None:
     )
 
 
+def test_the_build_names_a_python_that_is_not_312_in_one_line(tmp_path: Path) -> None:
+    """PYTHON set to something else: the build stops before pip, saying what to set."""
+    env = {**os.environ, "PYTHON": str(tmp_path / "python3.12")}
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "functions" / "Makefile"),
+         "build-CaptionFunction", f"ARTIFACTS_DIR={tmp_path / 'out'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"error: PYTHON={tmp_path / 'python3.12'} is not a working Python 3.12" in proc.stderr
+    assert "no Python 3.12 for the build" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def _size(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 

@@ -170,6 +170,24 @@ def test_a_dead_lettered_message_fails_until_redriven(stack: LocalStack) -> None
         sqs.purge_queue(QueueUrl=stack.dlq_url)
 
 
+def test_a_spent_daily_budget_warns_with_the_way_to_resume(stack: LocalStack) -> None:
+    """Reserved as the function reserves (the stack's cap, 20 $), then given back."""
+    from captioner.budget import DailyBudget
+
+    budget = DailyBudget(stack.names.table, stack.client("dynamodb"), cap_usd=20)
+    reservation = budget.reserve(20.0)
+    try:
+        code, checks = doctor(stack)
+    finally:
+        budget.refund(reservation)
+    check = checks["budget"]
+    assert check["status"] == "warn" and "20.0000 $ spent" in check["detail"]
+    assert "of 20.00 $" in check["detail"] and "DailyBudgetUsd" in check["fix"]
+    assert code == 0  # a warning needs attention, but nothing fails
+    _, after = doctor(stack)
+    assert after["budget"]["status"] == "ok"
+
+
 def test_rows_pending_because_of_a_bad_key_show_the_cause(
     stack: LocalStack, modelslab: FakeModelsLab
 ) -> None:
@@ -241,3 +259,53 @@ def test_local_up_refuses_overrides_as_cloudformation_would_in_one_line(
 ) -> None:
     result = cli(stack, "local", "up", "--port", "0", "--parameter-overrides", override)
     one_error_line(result, message)
+
+
+# ------------------------------------------------------------------ AWS only: the function's role
+
+
+def test_in_aws_a_bucket_the_functions_role_may_not_read_fails(stack: LocalStack) -> None:
+    """IAM's policy simulator on the role Lambda reports (moto has neither: stubbed replies
+    in the shapes AWS sends, on the local stack's buckets)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from captioner_tools.cli.target import Deployment, TargetOptions
+    from captioner_tools.doctor import check_buckets
+
+    assert cli(stack, "connect", "s3://photos").exit_code == 0  # its events are not the point
+    role = "arn:aws:iam::123456789012:role/captioner-CaptionFunctionRole-x"
+    endpoint = {"endpoint_url": "https://example.invalid", "region_name": "us-east-1",
+                "aws_access_key_id": "k", "aws_secret_access_key": "s"}  # fmt: skip
+    lam, iam = boto3.client("lambda", **endpoint), boto3.client("iam", **endpoint)
+    deployment = Deployment(TargetOptions())  # AWS: no endpoint of this machine
+    real = Deployment(TargetOptions(endpoint_url=stack.endpoint_url))
+    deployment._clients.update(
+        {
+            "lambda": lam,
+            "iam": iam,
+            "s3": real.client("s3"),
+            "sqs": real.client("sqs"),
+            "cloudformation": real.client("cloudformation"),
+        }
+    )
+
+    def decision(action: str, allowed: bool) -> dict[str, Any]:
+        verdict = "allowed" if allowed else "implicitDeny"
+        return {"EvaluationResults": [{"EvalActionName": action, "EvalDecision": verdict}]}
+
+    with Stubber(lam) as lam_stub, Stubber(iam) as iam_stub:
+        lam_stub.add_response(
+            "get_function_configuration",
+            {"Role": role},
+            {"FunctionName": stack.resources.outputs["FunctionName"]},
+        )
+        # the upload bucket: allowed; photos: ListBucket denied; gone (when it exists): allowed
+        for allowed in (True, True, True, False, True, True):
+            iam_stub.add_response("simulate_principal_policy", decision("s3:x", allowed))
+        checks = {c.name: c for c in check_buckets(deployment)}
+    assert checks[f"bucket {stack.bucket}"].status == "ok"
+    photos = checks["bucket photos"]
+    assert photos.status == "fail"
+    assert photos.detail == "the function's role may not s3:ListBucket on arn:aws:s3:::photos"
+    assert "ExistingBucketNames" in photos.fix
