@@ -309,3 +309,45 @@ def test_in_aws_a_bucket_the_functions_role_may_not_read_fails(stack: LocalStack
     assert photos.status == "fail"
     assert photos.detail == "the function's role may not s3:ListBucket on arn:aws:s3:::photos"
     assert "ExistingBucketNames" in photos.fix
+
+
+def test_in_aws_the_key_comes_from_the_stacks_secret_and_is_checked_with_it(
+    stack: LocalStack, modelslab: FakeModelsLab
+) -> None:
+    """The AWS path on the local stack's services: a stack deployed with
+    ModelsLabApiKeySecret (registered as `sam deploy` would leave it), doctor as in AWS."""
+    from captioner_tools.cli.target import Deployment, TargetOptions
+    from captioner_tools.doctor import run_checks
+    from captioner_tools.local.resources import register_outputs
+
+    real = Deployment(TargetOptions(endpoint_url=stack.endpoint_url))
+    secrets = real.client("secretsmanager")
+    arn = secrets.create_secret(Name="captioner/modelslab", SecretString="placeholder")["ARN"]
+    parameters = {**stack.template.parameters, "ModelsLabApiKeySecret": arn,
+                  "ModelsLabApiUrl": modelslab.url, "CaptionProvider": "modelslab"}  # fmt: skip
+    register_outputs(real.client("cloudformation"), "in-aws", stack.template_path,
+                     stack.resources.outputs, parameters)  # fmt: skip
+    services = ("sts", "cloudformation", "secretsmanager", "s3", "sqs", "dynamodb", "lambda")
+
+    def in_aws() -> Deployment:
+        deployment = Deployment(TargetOptions(stack_name="in-aws"))  # no endpoint: AWS
+        deployment._clients.update({name: real.client(name) for name in services})
+        return deployment
+
+    def provider_check() -> dict[str, str]:
+        checks = run_checks(in_aws(), env={})  # nothing from this shell
+        return next(c.as_dict() for c in checks if c.name == "provider modelslab")
+
+    try:
+        secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"key": API_KEY}))
+        assert provider_check()["status"] == "ok"
+        assert modelslab.requests[-1].body == {"key": API_KEY}  # the secret's key was used
+        secrets.put_secret_value(SecretId=arn, SecretString="  ")
+        check = provider_check()
+        assert (check["status"], check["detail"]) == ("fail", f"no key in secret {arn}")
+        secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+        check = provider_check()
+        assert check["status"] == "fail" and check["detail"].startswith(f"cannot read secret {arn}")
+        assert "create the secret" in check["fix"]
+    finally:
+        real.client("cloudformation").delete_stack(StackName="in-aws")
