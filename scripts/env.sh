@@ -8,11 +8,22 @@ SAM_VERSION="1.170.0"
 CHECKOV_VERSION="3.3.30"
 
 find_python312() {
-  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
+  local is312='import sys; assert sys.version_info[:2] == (3, 12)'
+  if [[ -n "${PYTHON:-}" ]]; then
+    if "$PYTHON" -c "$is312" 2>/dev/null; then echo "$PYTHON"; return; fi
+    echo "error: PYTHON=$PYTHON is not a working Python 3.12" >&2
+    exit 1
+  fi
   local candidate
-  for candidate in python3.12 "$(command -v pyenv >/dev/null && pyenv root)"/versions/3.12.*/bin/python3.12 \
-                   /usr/local/bin/python3.12 /usr/bin/python3.12; do
-    if [[ -n "$candidate" ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+  # Each candidate is run, not just looked up: a pyenv shim named python3.12 exists on PATH
+  # even when the selected version is another one (and then fails). pyenv's own directory
+  # is searched even when pyenv is not on PATH; .venv last (made by one of these earlier).
+  local pyenv_root="${PYENV_ROOT:-${HOME:-}/.pyenv}"
+  if command -v pyenv >/dev/null; then pyenv_root="$(pyenv root)"; fi
+  for candidate in python3.12 "$pyenv_root"/versions/3.12.*/bin/python3.12 \
+                   /usr/local/bin/python3.12 /usr/bin/python3.12 /opt/homebrew/bin/python3.12 \
+                   "$ROOT/.venv/bin/python"; do
+    if "$candidate" -c "$is312" 2>/dev/null; then
       echo "$candidate"; return
     fi
   done

@@ -24,14 +24,24 @@ def _name(requirement: str) -> str:
     return re.split(r"[\[=<>!~; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_lambda_requirements_are_pyprojects_dependencies_minus_the_tools():
+def _requirements(name: str) -> list[str]:
+    lines = (ROOT / "functions" / name).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_lambda_requirements_are_pyprojects_dependencies_minus_the_tools_and_the_layer():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     excluded = set(pyproject["tool"]["captioner"]["not-in-lambda"])
-    declared = [d for d in pyproject["project"]["dependencies"] if _name(d) not in excluded]
-    lines = (ROOT / "functions" / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    required = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert required == declared
-    assert excluded <= {_name(d) for d in pyproject["project"]["dependencies"]}
+    layer = set(pyproject["tool"]["captioner"]["offline-model-layer"])
+    dependencies = pyproject["project"]["dependencies"]
+    assert _requirements("requirements.txt") == [
+        d for d in dependencies if _name(d) not in excluded | layer
+    ]
+    assert _requirements("requirements-offline-model.txt") == [
+        d for d in dependencies if _name(d) in layer
+    ]
+    assert (excluded | layer) <= {_name(d) for d in dependencies}
+    assert layer == {"onnxruntime", "numpy"}
 
 
 def _function_modules() -> list[str]:

@@ -1,6 +1,7 @@
 """Cold start of the Lambda function, each sample in a fresh Python process.
 
     .venv/bin/python tests/benchmarks/bench_cold_start.py [-n 5] [--no-pyc]
+    .venv/bin/python tests/benchmarks/bench_cold_start.py --packages .aws-sam/build
 
 measures, N times each (min / median / max):
 
@@ -11,6 +12,12 @@ measures, N times each (min / median / max):
   and the fake ModelsLab on 127.0.0.1 (run by this parent process), for
   ``CAPTION_PROVIDER=modelslab`` and ``local`` (the offline ONNX model);
 - peak RSS of each process (``resource.getrusage``).
+
+``--packages BUILD_DIR`` (a ``sam build`` output, e.g. ``.aws-sam/build``) measures instead what
+each deployment downloads before that: every built package's size unzipped and zipped (as
+``sam package`` uploads it) and the time to unpack it, which Lambda pays on every cold start
+after fetching the zip. A ``local`` deployment gets CaptionFunction and OfflineModelLayer,
+every other one CaptionFunction alone.
 
 Bytecode comes from a private cache filled by untimed runs; ``--no-pyc`` keeps only the
 standard library's there, so everything else is compiled in every process, as in Lambda
@@ -381,6 +388,52 @@ def run(n: int, *, cached: bool, compare_only: bool = False) -> None:
     print(f"\nbytecode: {'cached' if cached else 'compiled in every process (--no-pyc)'}")
 
 
+def package_figures(directory: Path, n: int) -> dict[str, float]:
+    """Size of one built package unzipped and zipped, and the median time to unpack it."""
+    import shutil
+    import statistics
+    import tempfile
+    import zipfile
+
+    files = [f for f in sorted(directory.rglob("*")) if f.is_file()]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "package.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, f.relative_to(directory).as_posix())
+        times = []
+        for i in range(n):
+            target = Path(tmp) / f"unpacked-{i}"
+            start = time.perf_counter()
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(target)
+            times.append(ms_since(start))
+            shutil.rmtree(target)
+        return {
+            "files": len(files),
+            "unzipped_mib": sum(f.stat().st_size for f in files) / 2**20,
+            "zipped_mib": archive.stat().st_size / 2**20,
+            "unpack_ms": statistics.median(times),
+        }
+
+
+def report_packages(build_dir: Path, n: int) -> None:
+    figures = {d.name: package_figures(d, n) for d in sorted(build_dir.iterdir()) if d.is_dir()}
+    for name, f in figures.items():
+        print(
+            f"{name:<20} {f['files']:>6} files  {f['unzipped_mib']:7.1f} MiB unzipped  "
+            f"{f['zipped_mib']:6.1f} MiB zipped  unpack {f['unpack_ms']:6.0f} ms (median of {n})"
+        )
+    fn, layer = figures.get("CaptionFunction"), figures.get("OfflineModelLayer")
+    if fn and layer:
+        for label, parts in (("other providers", [fn]), ("local provider", [fn, layer])):
+            print(
+                f"deployment, {label:<16} {sum(p['unzipped_mib'] for p in parts):7.1f} MiB "
+                f"unzipped  {sum(p['zipped_mib'] for p in parts):6.1f} MiB zipped  unpack "
+                f"{sum(p['unpack_ms'] for p in parts):6.0f} ms"
+            )
+
+
 def main() -> None:
     import argparse
 
@@ -392,7 +445,16 @@ def main() -> None:
     parser.add_argument(
         "--compare", action="store_true", help="only handler vs a bare boto3 + httpx process"
     )
+    parser.add_argument(
+        "--packages",
+        type=Path,
+        metavar="BUILD_DIR",
+        help="sizes and unpack time of sam build's output",
+    )
     args = parser.parse_args()
+    if args.packages:
+        report_packages(args.packages, args.n)
+        return
     sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]  # this checkout, installed or not
     run(args.n, cached=not args.no_pyc, compare_only=args.compare)
 

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -23,6 +25,7 @@ from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import cfn_yaml
 
 from captioner.config import SETTINGS
+from captioner_tools.parameters import parameter_problems
 from tests.template_eval import Resolver, identity_statements
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,43 +144,116 @@ def test_sam_validate_lint_is_clean() -> None:
     assert "is a valid SAM Template" in output, output
 
 
-def test_sam_build_succeeds_without_docker(tmp_path: Path) -> None:
-    """`sam build` with a local python3.12 (this venv's) first on PATH, no container.
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The checkout as a clone of it has it: its tracked and new files, nothing ignored (no
+    .venv, no .aws-sam). Only the AWS SAM CLI's venv is shared (a symlink), not installed again."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    clone = tmp_path / "clone"
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file() and not source.is_symlink():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    (clone / ".tools").mkdir()
+    (clone / ".tools" / "sam").symlink_to(SAM.parents[1])
+    return clone
 
-    Also checks the package fits Lambda's 250 MB unzipped limit and holds the real handler.
+
+def _path_without_python312(tmp_path: Path) -> str:
+    """A PATH like a pyenv machine's whose global version is not 3.12: `python3.12` is a shim
+    that fails, and the other tools the build runs are there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "python3.12"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.12: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    tools = ("bash", "sh", "env", "make", "rm", "cp", "find", "mkdir", "dirname", "cat", "sha256sum",
+             "cut", "touch", "grep", "uname", "ls", "git", "sed", "tr", "head")  # fmt: skip
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed on PATH"
+        (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def test_a_fresh_clone_builds_without_python312_on_path(tmp_path: Path) -> None:
+    """`scripts/deploy --build-only` (the `sam build` half of the deploy) in a fresh clone whose
+    PATH has no working python3.12 and no venv: functions/Makefile finds Python 3.12 itself.
+
+    Then both packages are checked: the function holds the real handler with precompiled
+    bytecode and the arm64 wheels, without onnxruntime, numpy or the models, which are in
+    OfflineModelLayer; each fits Lambda's 250 MB unzipped limit.
     """
-    import sys
-
-    build_dir = tmp_path / "build"
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1",
-           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
-    env.pop("PYENV_VERSION", None)
+    clone = _fresh_clone(tmp_path)
+    path = _path_without_python312(tmp_path)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV", "PYENV_VERSION")
+    }
+    env.update({"SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1", "PATH": path})
+    shim = shutil.which("python3.12", path=path)
+    assert shim is not None and subprocess.run([shim], capture_output=True).returncode == 127
     proc = subprocess.run(
-        [str(SAM), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [str(clone / "scripts" / "deploy"), "--build-only"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, f"sam build failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Building with " in proc.stdout and "(3.12." in proc.stdout
+    build_dir = clone / ".aws-sam" / "build"
     fn_dir = build_dir / "CaptionFunction"
     assert (fn_dir / "captioner" / "handler.py").is_file()
-    assert (fn_dir / "captioner" / "providers" / "models" / "efficientnet_lite0.onnx").is_file()
-    size = sum(f.stat().st_size for f in fn_dir.rglob("*") if f.is_file())
-    assert size < 250 * 1024 * 1024, f"package is {size / 2**20:.0f} MiB unzipped"
+    size = _size(fn_dir)
+    assert size < 60 * 2**20, f"function package is {size / 2**20:.0f} MiB unzipped"
     assert any(fn_dir.glob("PIL")) and any(fn_dir.glob("httpx"))
     # precompiled bytecode (/var/task is read-only: without it every cold start compiles),
     # no second copy of the runtime's boto3
     assert (fn_dir / "captioner" / "__pycache__" / "handler.cpython-312.pyc").is_file()
     assert list((fn_dir / "PIL" / "__pycache__").glob("Image.cpython-312.pyc"))
     assert not (fn_dir / "botocore").exists() and not (fn_dir / "boto3").exists()
-    # the function package is copied whole (nothing is deleted at build time), and the
+    # the function package is copied whole but for the models (in the layer), and the
     # tools (CLI, local stack) are not in it
-    assert _files(fn_dir / "captioner") == _files(ROOT / "functions" / "captioner")
+    models = ROOT / "functions" / "captioner" / "providers" / "models"
+    expected = {
+        f for f in _files(ROOT / "functions" / "captioner") if not f.startswith("providers/models/")
+    }
+    assert _files(fn_dir / "captioner") == expected
     assert not (fn_dir / "captioner" / "cli").exists()
     assert not (fn_dir / "captioner" / "local").exists()
     assert not (fn_dir / "captioner_tools").exists()
+    assert not (fn_dir / "onnxruntime").exists() and not (fn_dir / "numpy").exists()
     # arm64 wheels for the arm64 function, not this machine's x86_64 ones
     assert list(fn_dir.glob("PIL/_imaging.cpython-312-aarch64-linux-gnu.so"))
-    assert not list(fn_dir.rglob("*x86_64-linux-gnu.so"))
+    assert not list(build_dir.rglob("*x86_64-linux-gnu.so"))
+    # the layer: python/ is on the runtime's sys.path; the models where modelfiles.py looks
+    layer = build_dir / "OfflineModelLayer"
+    assert (layer / "python" / "onnxruntime" / "__init__.py").is_file()
+    assert list((layer / "python" / "numpy" / "__pycache__").glob("__init__.cpython-312.pyc"))
+    assert _files(layer / "captioner-models") == _files(models)
+    assert _size(layer) < 250 * 2**20 - size, "function + layer exceed 250 MB unzipped"
+    built = cfn_yaml.load(str(build_dir / "template.yaml"))
+    assert (
+        built["Resources"]["OfflineModelLayer"]["Properties"]["ContentUri"] == "OfflineModelLayer"
+    )
+
+
+def test_the_build_names_a_python_that_is_not_312_in_one_line(tmp_path: Path) -> None:
+    """PYTHON set to something else: the build stops before pip, saying what to set."""
+    env = {**os.environ, "PYTHON": str(tmp_path / "python3.12")}
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "functions" / "Makefile"),
+         "build-CaptionFunction", f"ARTIFACTS_DIR={tmp_path / 'out'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"error: PYTHON={tmp_path / 'python3.12'} is not a working Python 3.12" in proc.stderr
+    assert "no Python 3.12 for the build" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _size(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def _files(package: Path) -> set[str]:
@@ -198,7 +274,8 @@ def test_function_basics(template: dict[str, Any]) -> None:
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
     assert fn["Runtime"] == "python3.12"
     assert fn["Architectures"] == ["arm64"]
-    assert fn["Tracing"] == "Active"
+    assert fn["Tracing"] == {"Ref": "TracingMode"}  # Active by default
+    assert template["Parameters"]["TracingMode"]["Default"] == "Active"
     assert fn["Handler"] == "captioner.handler.lambda_handler"
     assert fn["CodeUri"] == "functions/"
     assert 512 in _possible_numbers(template, fn["MemorySize"])
@@ -592,6 +669,47 @@ def test_samconfig() -> None:
     assert deploy["confirm_changeset"] is True
     assert default["build"]["parameters"]["cached"] is False
     assert "use_container" not in default["build"]["parameters"]
+
+
+# An example line of samconfig.toml, commented out or not.
+_OVERRIDES_LINE = re.compile(
+    r'^#?\s*parameter_overrides\s*=\s*"(?P<value>[^"]*)"\s*$', re.MULTILINE
+)
+
+
+def _override_problems(template: dict[str, Any], line: str) -> list[str]:
+    """What CloudFormation (and the template's Rules) would refuse in one parameter_overrides."""
+    values = dict(item.split("=", 1) for item in shlex.split(line))
+    problems = parameter_problems(template["Parameters"], values)
+    if values.get("CaptionProvider", "modelslab") == "modelslab" and not values.get(
+        "ModelsLabApiKeySecret"
+    ):
+        problems.append("ModelsLabNeedsApiKeySecret: CaptionProvider modelslab needs the secret")
+    return problems
+
+
+def test_samconfig_examples_use_only_real_parameters(template: dict[str, Any]) -> None:
+    """Each parameter_overrides example in samconfig.toml (commented out: uncommenting one is
+    how they are used) names template parameters only, with values the template accepts."""
+    text = (ROOT / "samconfig.toml").read_text(encoding="utf-8")
+    examples = [m["value"] for m in _OVERRIDES_LINE.finditer(text)]
+    assert len(examples) >= 3, "samconfig.toml lost its examples"
+    for line in examples:
+        assert _override_problems(template, line) == [], line
+    named = {item.split("=", 1)[0] for line in examples for item in shlex.split(line)}
+    assert {"PermissionsBoundaryArn", "TracingMode", "CaptionProvider"} <= named
+
+
+def test_the_samconfig_check_refuses_what_a_deploy_would(template: dict[str, Any]) -> None:
+    """The old example's MaximumConcurrency (not a parameter) broke the deploy; it is caught."""
+    secret = f"ModelsLabApiKeySecret={EXAMPLE_SECRET}"
+    assert _override_problems(template, f"{secret} MaximumConcurrency=2") == [
+        "parameter MaximumConcurrency does not exist in the template"
+    ]
+    assert _override_problems(template, f"{secret} TracingMode=Off") == [
+        "parameter TracingMode='Off' must be one of Active, PassThrough"
+    ]
+    assert _override_problems(template, "CaptionProvider=modelslab") != []
 
 
 # ------------------------------------------------------------------ events

@@ -109,7 +109,7 @@ def test_template_parameters_and_conditions_are_resolved():
         True,
     )
     assert event.max_concurrency == parameter_default("ProviderConcurrency")
-    with pytest.raises(Exception, match="unknown template parameter"):
+    with pytest.raises(Exception, match="parameter NoSuchParameter does not exist in the template"):
         StackTemplate(parameters={"NoSuchParameter": "x"})
 
 

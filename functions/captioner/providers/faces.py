@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from captioner.providers.modelfiles import models_dir
 from captioner.providers.sessions import open_model
 
 if TYPE_CHECKING:
     import numpy as np
 
-MODEL_FILE = Path(__file__).resolve().parent / "models" / "blazeface_full_range.onnx"
+MODEL_FILE = models_dir() / "blazeface_full_range.onnx"
 MODEL_NAME = "blazeface-full-range"
 INPUT_SIZE = 192
 STRIDE = 4  # one anchor per 4x4 cell: 48 x 48 = 2304 anchors

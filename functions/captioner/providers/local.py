@@ -39,6 +39,7 @@ from captioner.errors import (
 from captioner.providers import faces, ocr
 from captioner.providers.base import Caption, ImageSource, Label, Length
 from captioner.providers.describe import merge_labels
+from captioner.providers.modelfiles import models_dir
 from captioner.providers.scene import Scene, describe_scene, signal_labels
 from captioner.providers.sessions import OnnxModel, open_model
 from captioner.providers.sharpness import sharpness
@@ -46,7 +47,7 @@ from captioner.providers.sharpness import sharpness
 if TYPE_CHECKING:
     import numpy as np
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = models_dir()
 DEFAULT_MODEL = MODELS_DIR / "efficientnet_lite0.onnx"
 LABELS_FILE = MODELS_DIR / "imagenet_labels.json"
 MODEL_NAME = "efficientnet-lite0-imagenet1k"

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
+from captioner.providers.modelfiles import models_dir
 from captioner.providers.sessions import OnnxModel, open_model
 
 if TYPE_CHECKING:
     import numpy as np
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = models_dir()
 DET_FILE = MODELS_DIR / "ppocrv6_det_tiny.onnx"
 REC_FILE = MODELS_DIR / "ppocrv6_rec_tiny.onnx"
 DET_NAME, REC_NAME = "pp-ocrv6-det-tiny", "pp-ocrv6-rec-tiny"

@@ -56,7 +56,10 @@ def _load(path: Path, name: str, varying_shapes: bool) -> OnnxModel:
     try:
         import onnxruntime as ort  # lazy: a heavy import, paid only when used
     except ImportError as exc:
-        raise ProviderConfigError(f"local provider needs onnxruntime: {exc}") from exc
+        raise ProviderConfigError(
+            "local provider needs onnxruntime (in Lambda OfflineModelLayer, attached when "
+            f"CaptionProvider or FallbackProviders names local): {exc}"
+        ) from exc
     try:
         with path.open("rb") as model_file:  # streamed: no copy of the file held in memory
             sha = hashlib.file_digest(model_file, "sha256").hexdigest()

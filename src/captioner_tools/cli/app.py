@@ -22,6 +22,7 @@ from captioner_tools.cli import (
     commands_caption,
     commands_connect,
     commands_demo,
+    commands_doctor,
     commands_events,
     commands_local,
     commands_queue,
@@ -72,6 +73,7 @@ app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.get
 app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.list_)
 app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
+app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_doctor.doctor)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_connect.connect)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_events.events)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_backfill.backfill)

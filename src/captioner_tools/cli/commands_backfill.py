@@ -24,6 +24,8 @@ from captioner_tools.cli.backfill import (
 )
 from captioner_tools.cli.options import deployment_of
 from captioner_tools.cli.s3url import parse_s3_url
+from captioner_tools.cli.target import Deployment
+from captioner_tools.doctor import served_buckets
 from captioner_tools.errors import CliError
 
 
@@ -87,6 +89,7 @@ def backfill(
             "the function will skip them"
         )
     deployment = deployment_of(ctx)
+    refuse_unserved(deployment, target.bucket)
     captions = deployment.captions()
     queue_url = "" if dry_run else deployment.queue_url
     with Progress(
@@ -219,3 +222,16 @@ def _reindex(ctx: typer.Context, bucket: str, prefix: str, dry_run: bool, as_jso
     if stats.changed:
         table.add_row("changed meanwhile (left to their writer)", str(stats.changed))
     render.out.print(table)
+
+
+def refuse_unserved(deployment: Deployment, bucket: str) -> None:
+    """A bucket the stack does not serve: every message would fail (the function's role
+    cannot read it) into the dead-letter queue. Not checked when no stack says (flags only)."""
+    served = served_buckets(deployment)
+    if served is None or bucket in served:
+        return
+    raise CliError(
+        f"stack {deployment.stack_name!r} does not serve s3://{bucket} (it serves "
+        f"{', '.join(served)}): deploy with ExistingBucketNames=...,{bucket}, run "
+        f"`captioner connect s3://{bucket}`, then backfill"
+    )

@@ -43,7 +43,7 @@ def status(
         "counts": counts,
         "last_errors": failed if errors else [],
         "idle_pending": {"count": idle, "rows": idle_rows if errors else []},
-        "budget": _budget(deployment),
+        "budget": budget_report(deployment),
     }
     if as_json:
         render.print_json(report)
@@ -51,7 +51,7 @@ def status(
         _print_status(deployment, report)
 
 
-def _budget(deployment: Deployment) -> dict[str, Any]:
+def budget_report(deployment: Deployment) -> dict[str, Any]:
     """Today's spend (UTC) against the cap: the cap the stack is deployed with (its
     DailyBudgetUsd output), else the one recorded with today's last reservation."""
     ddb = deployment.client("dynamodb")

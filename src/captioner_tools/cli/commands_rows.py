@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import ClientError
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from captioner.search import IndexSearch, NothingToSearch, SearchQuery
@@ -15,6 +16,7 @@ from captioner.store import STATUSES, CaptionReader, RowQuery, Status
 from captioner_tools.cli import render
 from captioner_tools.cli.options import CsvOpt, JsonOpt, LimitOpt, deployment_of
 from captioner_tools.cli.s3url import parse_s3_url
+from captioner_tools.cli.target import Deployment
 from captioner_tools.errors import CliError
 
 
@@ -31,8 +33,10 @@ def get(
 ) -> None:
     """The caption row of one object (status, caption or reason, provider, version...)."""
     target = parse_s3_url(url, object_key=True)
-    row = deployment_of(ctx).captions().get(target.bucket, target.key)
+    deployment = deployment_of(ctx)
+    row = deployment.captions().get(target.bucket, target.key)
     if row is None:
+        require_bucket(deployment, target.bucket)
         raise CliError(
             f"no caption row for {target} (not uploaded, not captioned yet, or "
             "not in this deployment's bucket)"
@@ -88,7 +92,19 @@ def list_(
     elif not query.status:
         query = replace(query, bucket=deployment.bucket)
     rows = deployment.captions().list_rows(query)
+    if not rows and query.bucket:
+        require_bucket(deployment, query.bucket)
     render.print_rows(rows, fmt)
+
+
+def require_bucket(deployment: Deployment, bucket: str) -> None:
+    """Say so when the bucket does not exist (a misspelt name reads as "no rows" otherwise).
+    Only a 404 counts: no permission to look (403) says nothing about the rows."""
+    try:
+        deployment.client("s3").head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchBucket"):
+            raise CliError(f"bucket {bucket} does not exist (check the s3:// URL)") from None
 
 
 def search(

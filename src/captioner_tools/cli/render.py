@@ -37,8 +37,14 @@ def status_text(status: str) -> Text:
 
 
 def summary_of(row: dict[str, Any]) -> str:
-    """The caption, or why there is none."""
-    return str(row.get("caption") or row.get("reason") or row.get("last_error") or "")
+    """The caption, or why there is none: the reason and its cause ("will retry" alone
+    would hide a bad key or an unreachable provider, which the row's last_error names)."""
+    if row.get("caption"):
+        return str(row["caption"])
+    reason, cause = str(row.get("reason") or ""), str(row.get("last_error") or "")
+    if reason and cause and cause not in reason:
+        return f"{reason}: {cause}"
+    return reason or cause
 
 
 def heading(text: str) -> None:

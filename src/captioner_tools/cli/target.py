@@ -177,6 +177,10 @@ class Deployment:
             for p in self._describe_stack().get("Parameters", [])
         }
 
+    def stack(self) -> dict[str, Any]:
+        """The stack as DescribeStacks reports it (status, outputs, parameters); cached."""
+        return self._describe_stack()
+
     def _describe_stack(self) -> dict[str, Any]:
         if self._stack is None:
             cfn = self.client("cloudformation")

@@ -24,6 +24,7 @@ import yaml
 
 from captioner_tools.errors import TemplateError
 from captioner_tools.local.defaults import ACCOUNT_ID, REGION
+from captioner_tools.parameters import check_parameters
 
 _INTRINSICS = {
     "Ref": "Ref", "Condition": "Condition", "GetAtt": "Fn::GetAtt",
@@ -166,9 +167,7 @@ class StackTemplate:
         self.path = path or default_template_path()
         self.doc = load_template(self.path)
         declared = self.doc.get("Parameters", {})
-        unknown = sorted(set(parameters or {}) - set(declared))
-        if unknown:
-            raise TemplateError(f"unknown template parameter(s): {', '.join(unknown)}")
+        check_parameters(declared, parameters or {})  # as CloudFormation would, one line each
         self.parameters = {name: spec.get("Default") for name, spec in declared.items()}
         self.parameters.update(parameters or {})
         for name, spec in declared.items():
