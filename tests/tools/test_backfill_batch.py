@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from captioner_tools.cli.backfill_batch import SAME_JOB_SLACK_S
+from captioner_tools.cli.batchjobs import csv_manifest
 from captioner_tools.local.stack import LocalStack
 from tests import images
 from tests.conftest import API_KEY
-from tests.tools.conftest import RETRY_DELAY_S, wait_for_status
+from tests.tools.conftest import RETRY_DELAY_S, row, wait_for, wait_for_status
 from tests.tools.test_cli import cli, ok, one_error_line
 
 
@@ -37,6 +39,12 @@ def put_before_the_stack(stack, objects):
         stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=body)
     stack.client("sqs").purge_queue(QueueUrl=stack.queue_url)
     stack.start_poller()
+
+
+def object_key(presigned_url: str) -> str:
+    """The object key of a presigned GET URL (path-style: /bucket/key)."""
+    path = urlsplit(presigned_url).path
+    return unquote(path.split("/", 2)[2])
 
 
 def job_of(output: str) -> str:
@@ -86,3 +94,62 @@ def test_the_cost_comes_first_and_without_a_terminal_creating_needs_yes(stack):
     assert lines[0].startswith("Batch Operations: $1.25 per million objects")
     assert lines[-1] == "error: creating a Batch Operations job needs confirmation: pass --yes"
     assert stack.batch_operations.jobs == jobs
+
+
+@pytest.mark.parametrize(
+    "count",
+    [100, pytest.param(1000, marks=pytest.mark.load, id="1000")],  # 1,000: --run-load
+)
+def test_deleted_and_captioned_objects_among_many_each_paid_once(stack, modelslab, count):
+    """``count`` objects named in a CSV manifest; 10 % deleted before the job runs, 10 %
+    already captioned: exactly the deleted ones are reported failed, exactly the rest
+    captioned, and each of those paid once."""
+    prefix = f"archive{count}/"
+    keys = [f"{prefix}{i:04d} photo+{i}.png" for i in range(count)]
+    put_before_the_stack(stack, [(k, images.png()) for k in keys])
+    s3, ddb = stack.client("s3"), stack.client("dynamodb")
+    deleted, captioned = set(keys[0::10]), set(keys[5::10])
+    for key in captioned:  # captioned before: a finished row for the current version
+        head = s3.head_object(Bucket=stack.bucket, Key=key)
+        ddb.put_item(TableName=stack.table, Item={
+            "bucket": {"S": stack.bucket}, "key": {"S": key}, "status": {"S": "CAPTIONED"},
+            "etag": {"S": head["ETag"].strip('"')}, "size": {"N": str(head["ContentLength"])},
+            "version_id": {"S": head["VersionId"]}, "provider": {"S": "modelslab"},
+            "tag_status": {"S": "WRITTEN"}, "caption": {"S": "Captioned before."},
+        })  # fmt: skip
+    text, _ = csv_manifest((stack.bucket, k, None) for k in keys)
+    reports = stack.resources.outputs["BatchReportsBucketName"]
+    manifest_key = f"manifests/{prefix.rstrip('/')}.csv"
+    s3.put_object(Bucket=reports, Key=manifest_key, Body=text.encode())
+    for key in deleted:
+        s3.delete_object(Bucket=stack.bucket, Key=key)
+    paid = len(modelslab.paid_calls())
+
+    out = ok(cli(stack, "backfill", f"s3://{stack.bucket}/{prefix}", "--engine", "batch",
+                 "--manifest", f"s3://{reports}/{manifest_key}", "--yes"))  # fmt: skip
+    assert f"Batch Operations: $0.25 for {count:,} objects" in out
+    # the rows cannot know what was deleted: only the job's HEADs can
+    assert f"captions: {count * 9 // 10:,} to caption" in out
+    job = stack.batch_operations.wait(job_of(out), timeout=count * 0.6)
+    tenth = count // 10
+    assert (job.status, job.total, job.succeeded, job.failed) == (
+        "Complete", count, count - tenth, tenth,
+    )  # fmt: skip
+    todo = set(keys) - deleted - captioned
+    wait_for(lambda: len(modelslab.paid_calls()) - paid, lambda n: n >= len(todo),
+             timeout=count * 0.5, what=f"{len(todo)} captions")  # fmt: skip
+    for key in todo:
+        wait_for_status(stack, key, "CAPTIONED", timeout=60)
+    paid_keys = [object_key(c.body["init_image"]) for c in modelslab.paid_calls()[paid:]]
+    assert sorted(paid_keys) == sorted(todo)  # exactly the rest, each once
+    for key in captioned:
+        assert row(stack, key)["caption"] == "Captioned before."
+
+    # the progress and the failed keys, from the completion report
+    shown = ok(cli(stack, "backfill", "--job", job.job_id, "--follow"))
+    assert f"Complete · tasks {count:,} · succeeded {count - tenth:,} · failed {tenth:,}" in shown
+    assert f"failed tasks ({tenth}):" in shown
+    listed = set(re.findall(r"s3://\S+?/(archive\d+/\d{4} photo\+\d+\.png)  Perm", shown))
+    assert listed <= deleted and len(listed) == min(tenth, 50)  # the first 50 at most
+    assert ("… and 50 more" in shown) == (tenth > 50)
+    assert "object missing" in shown
