@@ -153,3 +153,16 @@ def test_deleted_and_captioned_objects_among_many_each_paid_once(stack, modelsla
     assert listed <= deleted and len(listed) == min(tenth, 50)  # the first 50 at most
     assert ("… and 50 more" in shown) == (tenth > 50)
     assert "object missing" in shown
+
+
+def test_the_local_batch_function_serves_the_upload_bucket_and_the_existing_ones():
+    from captioner.batchbackfill import BatchSettings
+    from captioner_tools.local.template import StackTemplate
+
+    refs = {"UploadBucket": "up", "CaptionsTable": "tbl", "CaptionQueue": "q"}
+    for existing, served in (("", {"up"}), ("photos,scans", {"up", "photos", "scans"})):
+        spec = StackTemplate(None, {"ExistingBucketNames": existing}).function(
+            "BatchBackfillFunction", refs
+        )
+        assert spec.handler == "captioner.batch_handler.lambda_handler"
+        assert BatchSettings.from_env(spec.environment).buckets.names == served

@@ -145,6 +145,10 @@ def backfill(
     those REJECTED for it (unless --provider asks for another provider), and sends the rest
     to the caption queue in batches of 10, as S3 notifications would.
 
+    With --engine batch: creates an S3 Batch Operations job that does the same in AWS
+    (BatchBackfillFunction decides each object, with the same rules): the cost is printed
+    first, the same command twice is one job; --job JOB_ID shows its progress.
+
     With --reindex: reads the rows under the prefix (the bucket's index) and writes the
     postings of each row whose word index is missing or out of date (one transaction per
     row: about 2 write units per word); --dry-run counts them.
