@@ -26,7 +26,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from captioner.backfillrules import Asked, Skip, Version, skip_reason
+from captioner.backfillrules import Asked, Version, skip_reason
 from captioner.batchjob import (
     BadTask,
     Invocation,
@@ -195,6 +195,3 @@ def _classified(exc: Exception, task: Task) -> TemporaryTaskFailure | PermanentT
             return TemporaryTaskFailure(f"{what} (retried by Batch Operations)")
         return PermanentTaskFailure(f"{what}: {where}")
     return TemporaryTaskFailure(f"{type(exc).__name__} (retried by Batch Operations)")
-
-
-__all__ = ["BatchBackfill", "BatchSettings", "Skip"]
