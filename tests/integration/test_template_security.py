@@ -594,6 +594,9 @@ def test_no_wildcards_with_every_optional_parameter_set(template: dict[str, Any]
         ModelsLabApiKeySecret=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:ml-AbCdEf",
     )
     allowed_object_arns = {f"arn:aws:s3:::{n}/*" for n in ("${UploadBucket}", *EXISTING_NAMES)}
+    reports = "${BatchReportsBucket.Arn}/*"  # the batch jobs' manifests and reports
+    own_log_group = {"CaptionFunctionRole": "${CaptionFunctionLogGroup}",
+                     "BatchBackfillFunctionRole": "${BatchBackfillFunctionLogGroup}"}  # fmt: skip
     eni_arns = {
         f"arn:aws:ec2:{REGION}:{ACCOUNT}:{kind}/*"
         for kind in ("network-interface", "subnet", "security-group")
@@ -610,8 +613,10 @@ def test_no_wildcards_with_every_optional_parameter_set(template: dict[str, Any]
             if resource == "*":
                 assert set(actions) <= no_resource_level, (owner, st)
             elif resource.endswith(":log-stream:*"):
-                assert "${CaptionFunctionLogGroup}" in resource and resource.count("*") == 1
+                assert own_log_group[owner] in resource and resource.count("*") == 1
             elif resource.startswith("arn:aws:ec2:"):
                 assert resource in eni_arns and set(actions) <= ENI_ACTIONS, (owner, st)
+            elif owner == "BatchOperationsRole":
+                assert resource == reports, (owner, resource)
             else:
                 assert resource in allowed_object_arns, (owner, resource)

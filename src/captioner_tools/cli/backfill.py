@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from captioner.backfillrules import Asked, Skip, Version, owes_event, skip_reason
 from captioner.events import backfill_message
-from captioner.store import CaptionReader, CaptionStore, Status
-from captioner.tags import TAG_SETTLED
+from captioner.store import CaptionReader, CaptionStore
 
 MODELSLAB_PRICE_USD = 0.0047  # per image (README, Cost; MODELSLAB_PRICE_USD overrides it)
 SQS_MAX_BATCH = 10
@@ -48,32 +48,21 @@ class BackfillPlan:
     def wants(self, obj: dict[str, Any], row: dict[str, Any] | None) -> str | None:
         """Why the object is skipped ("captioned", "rejected", "other_provider"), or None.
 
-        The same version means the same ETag and size: ListObjectsV2 reports no version
-        ids. With --provider, a caption by another provider is not "done" (the function
-        agrees and re-captions it); with --only-provider, only that provider's rows go.
+        The rules are the function package's (``captioner.backfillrules``), shared with the
+        batch engine. An opted-out row is sent here as before: the function reads the tag
+        again (free) and captions the object once the tag is gone.
         """
-        if self.only_provider:
-            return None if row and row.get("provider") == self.only_provider else "other_provider"
-        if row is None or not _same_version(obj, row):
-            return None
-        if owes_event(row):
-            return None  # the function announces it without paying again
-        if row.get("status") == Status.REJECTED and not self.provider:
-            # the same bytes fail the same checks; another provider may accept other formats
-            return "rejected"
-        if row.get("status") != Status.CAPTIONED or row.get("tag_status") not in TAG_SETTLED:
-            # not finished (a PENDING row whose delivery died, a tag still to write): the
-            # function finishes it, reusing a paid caption instead of paying again
-            return None
-        if self.provider and row.get("provider") != self.provider:
-            return None
-        return "captioned"
+        asked = Asked(self.provider, self.only_provider)
+        reason = skip_reason(Version(_etag(obj), int(obj.get("Size", 0))), row, asked)
+        return _QUEUE_REASONS.get(reason) if reason else None
 
 
-def owes_event(row: dict[str, Any] | None) -> bool:
-    """A finished row whose "Caption Status Changed" event was never sent (PutEvents failed,
-    or the instance died right after the write)."""
-    return bool(row and row.get("event_due") and row.get("event_due") == row.get("status"))
+_QUEUE_REASONS = {
+    Skip.CAPTIONED: "captioned",
+    Skip.UPLOADER_CAPTION: "captioned",
+    Skip.REJECTED: "rejected",
+    Skip.OTHER_PROVIDER: "other_provider",
+}
 
 
 def run_backfill(
@@ -151,11 +140,6 @@ def _send(sqs: Any, queue_url: str, plan: BackfillPlan, chunk: list[dict[str, An
         resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
         sent |= {s["Id"] for s in resp.get("Successful", [])}
     return sent
-
-
-def _same_version(obj: dict[str, Any], row: dict[str, Any]) -> bool:
-    size = row.get("size")
-    return _etag(obj) == row.get("etag") and (size is None or int(size) == int(obj["Size"]))
 
 
 def _etag(obj: dict[str, Any]) -> str | None:

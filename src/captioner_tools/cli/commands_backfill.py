@@ -14,7 +14,7 @@ from rich.table import Table
 from captioner.config import Config
 from captioner.providers import PROVIDERS
 from captioner.store import CaptionStore
-from captioner_tools.cli import render
+from captioner_tools.cli import backfill_batch, render
 from captioner_tools.cli.backfill import (
     BackfillPlan,
     BackfillStats,
@@ -28,10 +28,14 @@ from captioner_tools.cli.target import Deployment
 from captioner_tools.doctor import served_buckets
 from captioner_tools.errors import CliError
 
+BATCH_PANEL = "S3 Batch Operations (--engine batch, --job)"
+
 
 def backfill(
     ctx: typer.Context,
-    url: Annotated[str, typer.Argument(metavar="s3://BUCKET/PREFIX", help="What to caption.")],
+    url: Annotated[
+        str | None, typer.Argument(metavar="s3://BUCKET/PREFIX", help="What to caption.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count, and estimate the ModelsLab cost.")
     ] = False,
@@ -58,6 +62,83 @@ def backfill(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="queue: list from here and send to the caption queue (small buckets); "
+            "batch: an S3 Batch Operations job runs the backfill in AWS (millions of objects).",
+        ),
+    ] = "queue",
+    inventory: Annotated[
+        str | None,
+        typer.Option(
+            metavar="s3://…/manifest.json",
+            rich_help_panel=BATCH_PANEL,
+            help="An S3 Inventory report's manifest.json instead of listing the bucket.",
+        ),
+    ] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            metavar="s3://…/objects.csv",
+            rich_help_panel=BATCH_PANEL,
+            help="A CSV manifest (bucket,key[,version], keys URL-encoded).",
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATE",
+            rich_help_panel=BATCH_PANEL,
+            help="Only objects created before this date or time (ISO 8601, UTC).",
+        ),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            metavar="s3://BUCKET/PREFIX",
+            rich_help_panel=BATCH_PANEL,
+            help="Where the completion report goes \\[default: the stack's "
+            "BatchReportsBucket, captioner-backfill/].",
+        ),
+    ] = None,
+    report_all: Annotated[
+        bool,
+        typer.Option(
+            "--report-all",
+            rich_help_panel=BATCH_PANEL,
+            help="Report every task, not only the failed ones.",
+        ),
+    ] = False,
+    priority: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=2147483647,
+            rich_help_panel=BATCH_PANEL,
+            help="The job's priority (higher runs first).",
+        ),
+    ] = 10,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", rich_help_panel=BATCH_PANEL, help="Create without asking."),
+    ] = False,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JOB_ID",
+            rich_help_panel=BATCH_PANEL,
+            help="Instead: show the progress of this Batch Operations job.",
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            rich_help_panel=BATCH_PANEL,
+            help="With --job: until the job ends, then its failed keys.",
+        ),
+    ] = False,
 ) -> None:
     """Enqueue the objects already in the bucket, skipping those already captioned.
 
@@ -66,11 +147,43 @@ def backfill(
     those REJECTED for it (unless --provider asks for another provider), and sends the rest
     to the caption queue in batches of 10, as S3 notifications would.
 
+    With --engine batch: creates an S3 Batch Operations job that does the same in AWS
+    (BatchBackfillFunction decides each object, with the same rules): the cost is printed
+    first, the same command twice is one job; --job JOB_ID shows its progress.
+
     With --reindex: reads the rows under the prefix (the bucket's index) and writes the
     postings of each row whose word index is missing or out of date (one transaction per
     row: about 2 write units per word); --dry-run counts them.
     """
+    if job:
+        if url:
+            raise CliError("--job shows a job's progress: it takes no s3:// argument")
+        backfill_batch.show_job(deployment_of(ctx), job, follow=follow, as_json=as_json)
+        return
+    if url is None:
+        raise CliError("missing s3://BUCKET/PREFIX (or --job JOB_ID)")
+    if engine not in ("queue", "batch"):
+        raise CliError(f"--engine must be queue or batch, not {engine!r}")
     target = parse_s3_url(url)
+    batch_only = {"--inventory": inventory, "--manifest": manifest, "--created-before":
+                  created_before, "--report": report, "--report-all": report_all, "--yes": yes,
+                  "--follow": follow, "--priority": priority != 10}  # fmt: skip
+    if engine == "queue" and any(batch_only.values()):
+        flag = next(k for k, v in batch_only.items() if v)
+        raise CliError(f"{flag} is for --engine batch")
+    if engine == "batch":
+        if reindex:
+            raise CliError("--reindex runs from here: not with --engine batch")
+        options = backfill_batch.BatchOptions(
+            target=target, inventory=inventory, manifest=manifest,
+            created_before=backfill_batch.parse_created_before(created_before), report=report,
+            report_all=report_all, priority=priority,
+            provider=_provider(provider, "--provider"),
+            only_provider=_provider(only_provider, "--only-provider"),
+            yes=yes, dry_run=dry_run, as_json=as_json,
+        )  # fmt: skip
+        backfill_batch.create(deployment_of(ctx), options, _price)
+        return
     if reindex:
         if provider or only_provider:
             raise CliError("--reindex captions nothing: it takes no --provider/--only-provider")

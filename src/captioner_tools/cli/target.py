@@ -131,6 +131,12 @@ class Deployment:
             self._clients[service] = self.session.client(
                 service, endpoint_url=self.endpoint_url, config=config
             )
+            if service == "s3control" and self.endpoint_url:
+                # botocore puts the account id in front of the host ("123….127.0.0.1"),
+                # which names no machine: an endpoint given is the endpoint used
+                self._clients[service].meta.events.register(
+                    "before-send", _without_account_host_prefix
+                )
         return self._clients[service]
 
     def captions(self) -> CaptionReader:
@@ -210,6 +216,12 @@ class Deployment:
         if self.endpoint_url:
             return self.endpoint_url
         return f"AWS {self.region}"
+
+
+def _without_account_host_prefix(request: Any, **_: Any) -> None:
+    import re
+
+    request.url = re.sub(r"^(https?://)\d{12}\.", r"\1", request.url)
 
 
 def _check_endpoint(url: str) -> None:

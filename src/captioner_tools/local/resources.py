@@ -101,6 +101,7 @@ class Resources:
     existing_buckets: tuple[str, ...] = ()  # stand-ins for ExistingBucketNames
     rules: tuple[str, ...] = ()  # names of the EventBridge rules made
     schedules: tuple[Schedule, ...] = ()  # scheduled rules: the local stack sends their input
+    batch_function: FunctionSpec | None = None  # BatchBackfillFunction, refs resolved
 
     @property
     def bucket(self) -> str:
@@ -131,13 +132,19 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
     """The function's queue and dead-letter queue, the bucket and the table, in the order
     their references need (the queue's redrive policy names the DLQ, the bucket's
     notification names the queue)."""
-    function_id = _only(template.resources_of_type("AWS::Serverless::Function"))
+    # the caption function is the one with the SQS event; the upload bucket the one that
+    # notifies it (BatchBackfillFunction and BatchReportsBucket are made by _create_batch)
+    functions = template.resources_of_type("AWS::Serverless::Function")
+    function_id = _only([f for f in functions if template.function(f).events])
     queue_id = sqs_event(template.function(function_id)).queue
+    buckets = template.resources_of_type("AWS::S3::Bucket")
     ids = {
         "function": function_id,
         "queue": queue_id,
         "dlq": _dead_letter_target(template.properties(queue_id)),
-        "bucket": _only(template.resources_of_type("AWS::S3::Bucket")),
+        "bucket": _only(
+            [b for b in buckets if "NotificationConfiguration" in template.properties(b)]
+        ),
         "table": _only(template.resources_of_type("AWS::DynamoDB::Table")),
     }
     refs: dict[str, str] = {}
@@ -154,6 +161,8 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
             continue  # moto never fires schedules: the local stack sends them (_schedules)
         rules |= _create_rule(template, client("events"), rule_id, names.rule(rule_id), refs)
     refs |= rules
+    batch_refs, batch_function = _create_batch(template, client("s3"), names, refs)
+    refs |= batch_refs
     return Resources(
         ids,
         refs,
@@ -162,7 +171,34 @@ def create_resources(template: StackTemplate, names: LocalNames, client: Clients
         existing_buckets=existing,
         rules=tuple(v for k, v in rules.items() if "." not in k),
         schedules=_schedules(template, refs),
+        batch_function=batch_function,
     )
+
+
+BATCH_FUNCTION, BATCH_ROLE, BATCH_REPORTS = (
+    "BatchBackfillFunction", "BatchOperationsRole", "BatchReportsBucket",
+)  # fmt: skip
+
+
+def _create_batch(
+    template: StackTemplate, s3: Any, names: LocalNames, refs: Mapping[str, str]
+) -> tuple[dict[str, str], FunctionSpec | None]:
+    """The batch backfill's reports bucket, and the names and environment of its function
+    and role, for the local stand-in of S3 Batch Operations (``local/batchops.py``)."""
+    if BATCH_FUNCTION not in template.resources_of_type("AWS::Serverless::Function"):
+        return {}, None
+    made: dict[str, str] = {}
+    if BATCH_REPORTS in template.resources_of_type("AWS::S3::Bucket"):
+        name = f"{names.stack.lower()}-local-batch-reports"
+        made |= _create_bucket(template, s3, BATCH_REPORTS, name, refs)
+    function = f"{names.stack}-local-{BATCH_FUNCTION}"
+    made |= {
+        BATCH_FUNCTION: function,
+        f"{BATCH_FUNCTION}.Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function}",
+        BATCH_ROLE: f"{names.stack}-local-{BATCH_ROLE}",
+        f"{BATCH_ROLE}.Arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{names.stack}-local-{BATCH_ROLE}",
+    }
+    return made, template.function(BATCH_FUNCTION, {**refs, **made})
 
 
 def _schedules(template: StackTemplate, refs: Mapping[str, str]) -> tuple[Schedule, ...]:

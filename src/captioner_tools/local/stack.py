@@ -20,7 +20,7 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import boto3
 import httpx
@@ -64,6 +64,9 @@ from captioner_tools.local.resources import (
     sqs_event,
 )
 from captioner_tools.local.template import FunctionSpec, StackTemplate, resolve_template_path
+
+if TYPE_CHECKING:
+    from captioner_tools.local.batchops import LocalBatchOperations
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ class LocalStack:
         self._instance = threading.local()
         self._instance_apps: dict[str, App] = {}
         self._apps_lock = threading.Lock()
+        self.batch_operations: LocalBatchOperations | None = None
 
     # -- what callers read --------------------------------------------------------------------
 
@@ -287,6 +291,7 @@ class LocalStack:
                     self.template.parameters,
                 )
             self._enter_environment()
+            self._start_batch_operations()
             if self.poll:
                 self.start_poller()
                 self._start_schedules()
@@ -303,6 +308,7 @@ class LocalStack:
             self._scheduler.join(10)
             self._scheduler = None
         self.stop_poller()
+        self._stop_batch_operations()
         self._leave_environment()
         if self._server is not None:
             _reset_moto(self.endpoint_url)
@@ -314,6 +320,30 @@ class LocalStack:
         with LocalStack._guard:
             if LocalStack._running is self:
                 LocalStack._running = None
+
+    def _start_batch_operations(self) -> None:
+        """Jobs of ``captioner backfill --engine batch`` run here, BatchBackfillFunction's
+        handler invoked in this process (moto has no Batch Operations: local/batchops.py)."""
+        from captioner import batch_handler
+        from captioner.batchbackfill import BatchSettings
+        from captioner_tools.local import batchops
+
+        spec = self.resources.batch_function
+        if spec is None:
+            return
+        settings = BatchSettings.from_env(spec.environment)
+        service = batch_handler.build(settings, session=_session(), endpoint_url=self.endpoint_url)
+        self.batch_operations = batchops.LocalBatchOperations(
+            self.client("s3"), batch_handler.handler_for(lambda: service)
+        )
+        batchops.serve(self.batch_operations)
+
+    def _stop_batch_operations(self) -> None:
+        from captioner_tools.local import batchops
+
+        if self.batch_operations is not None:
+            batchops.serve(None)
+            self.batch_operations = None
 
     def start_poller(self) -> None:
         """Start (or restart) the event source, e.g. after a test fixed a fault."""
@@ -394,8 +424,15 @@ class LocalStack:
     def _start_server(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from captioner_tools.local import motodispatch, motofixes, motosqs, mototransactions
+        from captioner_tools.local import (
+            batchops,
+            motodispatch,
+            motofixes,
+            motosqs,
+            mototransactions,
+        )
 
+        batchops.install()  # S3 Batch Operations' jobs, which moto lacks (see batchops)
         motofixes.install()  # S3's EventBridge side as S3 does it (see motofixes)
         motodispatch.install()  # a request's service found once per host, not per request
         mototransactions.install()  # transactions that do not copy the whole table
