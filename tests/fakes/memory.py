@@ -28,7 +28,9 @@ from captioner.errors import ProviderPending
 from captioner.objects import ObjectHead, ObjectMissing
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.store import (
+    CAPTION_SOURCE,
     EVENT_DUE,
+    MODEL,
     RESULT_FIELDS,
     TOMBSTONE,
     Announce,
@@ -37,6 +39,7 @@ from captioner.store import (
     ObjectRef,
     Result,
     Status,
+    is_human_caption,
     now_iso,
     sequencer_order,
 )
@@ -159,6 +162,7 @@ class MemoryCaptions:
         provider: str | None = None,
         *,
         current: bool = False,
+        force: bool = False,
     ) -> Claim:
         with self._lock:
             self.calls.append("claim")
@@ -169,7 +173,7 @@ class MemoryCaptions:
                 if order and row.get("sequencer_order", "") > order:
                     return Claim(ClaimOutcome.STALE, ref, old)  # a newer event owns the row
                 if row["revision"] == ref.revision:
-                    if _done(row, provider):
+                    if not force and (_done(row, provider) or is_human_caption(row)):
                         return Claim(ClaimOutcome.DONE, ref, old)
                     if row.get("lease_until", "") > self.now():
                         return Claim(ClaimOutcome.BUSY, ref, old)
@@ -214,6 +218,7 @@ class MemoryCaptions:
         if not keep_lease:
             values["lease_until"] = None
         values[EVENT_DUE] = result.status.value if announce else None
+        values[CAPTION_SOURCE] = MODEL if result.caption else None
         return self._fenced("save_result", claim, values, announce)
 
     def save_tag(
