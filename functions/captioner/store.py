@@ -170,8 +170,8 @@ class Claim:
         # Not the status: a delivery that was finishing the tag and died left it PENDING.
         # A caption on the row of this revision is always a paid one (a newer version's
         # claim clears it, and a retry never records over it).
-        if not (self.same_revision and prev.get("caption")) or is_human_caption(prev):
-            return None  # (a human caption is only met here by a forced re-caption)
+        if not (self.same_revision and prev.get("caption")):
+            return None
         if provider and prev.get("provider") != provider:
             return None
         return prev
@@ -215,6 +215,20 @@ RESULT_FIELDS = (
     CAPTION_SOURCE,
     EDITED_AT,
 )
+
+
+def forced_previous(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The row as a forced re-caption's claim sees it: a finished caption (a person's, or
+    the model's with its tag settled) and its provider job are not reused, so the provider
+    is asked again. (A forced message delivered twice may therefore pay twice.)"""
+    if row is None:
+        return None
+    finished = row.get("status") == Status.CAPTIONED and row.get("tag_status") in TAG_SETTLED
+    if not (finished or is_human_caption(row)):
+        return row  # unfinished: its paid caption or queued job is still reused
+    return {
+        k: v for k, v in row.items() if k not in ("caption", "provider_job_id", "provider_job_rev")
+    }
 
 
 def is_human_caption(row: Mapping[str, Any] | None) -> bool:
@@ -315,7 +329,7 @@ class CaptionStore:
                     return Claim(verdict, ref, old)
                 takeover = old.get("revision")
                 continue
-            return Claim(ClaimOutcome.CLAIMED, ref, old, token)
+            return Claim(ClaimOutcome.CLAIMED, ref, forced_previous(old) if force else old, token)
         return Claim(ClaimOutcome.BUSY, ref, None)  # rows changing under us: come back later
 
     def _claim_write(
@@ -344,16 +358,9 @@ class CaptionStore:
         if takeover is None:
             att = w.name("attempts")
             w.set_expr("attempts", f"if_not_exists({att}, {w.value(0)}) + {w.value(1)}")
-            done = (
-                f"{w.name('status')} = {w.value(Status.CAPTIONED.value)}"
-                f" AND {w.name('tag_status')} IN ({', '.join(w.value(t.value) for t in TAG_SETTLED)})"
-            )
-            if provider:
-                done += f" AND {w.name('provider')} = {w.value(provider)}"
-            done += f" OR {w.name(CAPTION_SOURCE)} = {w.value(HUMAN)}"  # is_human_caption
             live = f"{w.name('lease_until')} > {w.value(self.now())}"
             same = f"{w.name('revision')} = {w.value(ref.revision)}"
-            finished = "" if force else f" AND NOT ({done})"
+            finished = "" if force else f" AND NOT ({_done_condition(w, provider)})"
             w.condition = (
                 f"attribute_not_exists({w.name('bucket')}) OR "
                 f"({same}{finished} AND NOT ({live}) AND {seq_ok})"
@@ -410,9 +417,8 @@ class CaptionStore:
             values["status"] = result.status.value
             values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
             values[EVENT_DUE] = result.status.value if announce else None
-            values[CAPTION_SOURCE] = (
-                MODEL if result.caption else None
-            )  # a person's: save_human_caption
+            # the pipeline's captions are the model's (a person's: save_human_caption)
+            values[CAPTION_SOURCE] = MODEL if result.caption else None
             for attr in RESULT_FIELDS:
                 values.setdefault(attr, None)
             for attr, val in values.items():
@@ -863,6 +869,18 @@ def _seq_condition(w: _Write, order: str | None, op: str) -> str:
         f"(attribute_not_exists({seq}) OR "
         f"(begins_with({seq}, {w.value(_ORDER_MARK)}) AND {seq} {op} {w.value(order)}))"
     )
+
+
+def _done_condition(w: _Write, provider: str | None) -> str:
+    """This version needs nothing more: captioned and tagged (by ``provider``, when one was
+    asked for by name), or captioned by a person (``is_human_caption``)."""
+    done = (
+        f"{w.name('status')} = {w.value(Status.CAPTIONED.value)}"
+        f" AND {w.name('tag_status')} IN ({', '.join(w.value(t.value) for t in TAG_SETTLED)})"
+    )
+    if provider:
+        done += f" AND {w.name('provider')} = {w.value(provider)}"
+    return f"({done}) OR {w.name(CAPTION_SOURCE)} = {w.value(HUMAN)}"
 
 
 def _why_blocked(

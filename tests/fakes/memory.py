@@ -39,6 +39,7 @@ from captioner.store import (
     ObjectRef,
     Result,
     Status,
+    forced_previous,
     is_human_caption,
     now_iso,
     sequencer_order,
@@ -195,7 +196,7 @@ class MemoryCaptions:
             _put(row, version_id=ref.version_id, etag=ref.etag, size=ref.size)
             if order:
                 row.update(sequencer_order=order, sequencer=ref.sequencer)
-            return Claim(ClaimOutcome.CLAIMED, ref, old, token)
+            return Claim(ClaimOutcome.CLAIMED, ref, forced_previous(old) if force else old, token)
 
     def record_job(self, claim: Claim, job_id: str, provider: str) -> bool:
         return self._fenced("record_job", claim, {
