@@ -61,6 +61,7 @@ class View:
         values = {
             "status": self.status or "", "prefix": self.prefix, "q": self.q,
             "meaning": "1" if self.meaning else "", "cursor": self.cursor or "",
+            "limit": "" if self.limit == DEFAULT_PAGE else str(self.limit),
         }  # fmt: skip
         values.update({k: "" if v is None else str(v) for k, v in changes.items()})
         return {k: v for k, v in values.items() if v}
