@@ -64,6 +64,9 @@ class Gallery:
         self.objects = ObjectStore(deployment.client("s3"))
         self.thumbnails = Thumbnails(self.objects, self._limits())
         self.reviewer = Reviewer(deployment)
+        self._price: float | None = None
+        for name in ("index.html", "detail.html"):  # compiled once, before the first page
+            self.env.get_template(name)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -78,11 +81,14 @@ class Gallery:
         return Limits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
 
     def price_usd(self) -> float:
-        try:
-            provider = self.deployment.parameters().get("CaptionProvider") or "modelslab"
-        except CliError:
-            provider = "modelslab"
-        return Config.from_env({"CAPTIONS_TABLE": "-"}).price_usd(provider)
+        """One caption's price with the deployment's provider (read once per run)."""
+        if self._price is None:
+            try:
+                provider = self.deployment.parameters().get("CaptionProvider") or "modelslab"
+            except CliError:
+                provider = "modelslab"
+            self._price = Config.from_env({"CAPTIONS_TABLE": "-"}).price_usd(provider)
+        return self._price
 
     def render(self, name: str, request: Request, status: int = 200, **context: Any) -> Response:
         token = request.query_params.get("token")
