@@ -65,8 +65,6 @@ class Gallery:
         self.thumbnails = Thumbnails(self.objects, self._limits())
         self.reviewer = Reviewer(deployment)
         self._price: float | None = None
-        for name in ("index.html", "detail.html"):  # compiled once, before the first page
-            self.env.get_template(name)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -75,6 +73,8 @@ class Gallery:
         self.env.globals.update(statuses=STATUSES, waiting=WAITING, source=caption_source,
                                 alt=alt_text, urlencode=urlencode,
                                 where=deployment.describe())  # fmt: skip
+        for name in ("index.html", "detail.html"):  # compiled once, before the first page
+            self.env.get_template(name)
 
     def _limits(self) -> Limits:
         config = Config.from_env({"CAPTIONS_TABLE": "-"})
