@@ -76,6 +76,14 @@ def main() -> None:
             endpoint_url=stack.endpoint_url, bucket=stack.bucket, table=stack.table,
             queue_url=stack.queue_url, dlq_url=stack.dlq_url,
         ))  # fmt: skip
+        from captioner_tools.ui.rows import View, read_page
+
+        query = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            read_page(deployment.captions(), deployment.client("dynamodb"),
+                      View(bucket=stack.bucket, limit=100))  # fmt: skip
+            query.append(time.perf_counter() - t0)
         reads = {"n": 0}
 
         def count(**_: object) -> None:
@@ -112,6 +120,7 @@ def main() -> None:
     print(
         f"first page of 100 cards ready:        {med(figures['ready']) * 1000:.0f} ms (median of {args.runs})"
     )
+    print(f"  of which the table query (moto):     {med(query) * 1000:.0f} ms")
     print(
         f"  + 100 thumbnails, cold server cache: {med(figures['cold']) * 1000:.0f} ms, {med(s3_reads['cold']):.0f} S3 GetObject"
     )

@@ -181,7 +181,8 @@ def create_app(deployment: Deployment, guard: Guard) -> Starlette:
         version = request.query_params.get("v", "")
         size = request.query_params.get("size")
         try:
-            data = await run(gallery.thumbnails.get, bucket, key, version,
+            data = gallery.thumbnails.cached(bucket, key, version) if version else None
+            data = data or await run(gallery.thumbnails.get, bucket, key, version,
                              int(size) if size and size.isdigit() else None)  # fmt: skip
         except NotAThumbnail:
             return Response(

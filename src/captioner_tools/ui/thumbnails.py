@@ -41,6 +41,14 @@ class Thumbnails:
         self._lock = threading.Lock()
         self.s3_reads = 0  # objects read to make thumbnails (the benchmark's figure)
 
+    def cached(self, bucket: str, key: str, version: str) -> bytes | None:
+        """The thumbnail if it was made already (no S3 read, no thread hop for the caller)."""
+        with self._lock:
+            data = self._cache.get((bucket, key, version))
+            if data is not None:
+                self._cache.move_to_end((bucket, key, version))
+            return data
+
     def get(self, bucket: str, key: str, version: str, size: int | None) -> bytes:
         """A JPEG thumbnail; ``NotAThumbnail`` for anything else."""
         ident = (bucket, key, version)
