@@ -56,3 +56,15 @@ ensure_checkov() {
     .tools/checkov/bin/python -m pip install --quiet "checkov==$CHECKOV_VERSION"
   fi
 }
+
+# The gallery's browser tests (tests/ui) drive Debian's chromium through Playwright for
+# Python (no browser download). CAPTIONER_CHROMIUM names another binary; without one the
+# tests fail, they never skip.
+ensure_browser() {
+  if [[ -n "${CAPTIONER_CHROMIUM:-}" ]] || command -v chromium >/dev/null 2>&1; then return; fi
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends chromium fonts-dejavu-core >/dev/null
+}

@@ -36,6 +36,9 @@ class ObjectEvent:
     size: int | None = None
     sequencer: str | None = None
     provider: str | None = None  # a backfill may ask for a provider other than the default
+    # a re-caption asked for explicitly (``captioner ui``): replaces a finished caption of
+    # this version, a human one included (store.is_human_caption)
+    force: bool = False
 
     @property
     def is_folder_marker(self) -> bool:
@@ -104,6 +107,7 @@ def _from_s3_record(record: Any) -> ObjectEvent:
         size=_size(obj.get("size")),
         sequencer=_sequencer(obj.get("sequencer")),
         provider=_provider(record.get("captioner")),
+        force=_force(record.get("captioner")),
     )
 
 
@@ -141,6 +145,10 @@ def _provider(extra: Any) -> str | None:
         return None
     name = extra.get("provider")
     return str(name).strip().lower() if name else None
+
+
+def _force(extra: Any) -> bool:
+    return isinstance(extra, dict) and extra.get("force") is True
 
 
 def _kind(event_name: str) -> Kind:
@@ -203,12 +211,14 @@ def backfill_message(
     etag: str | None,
     size: int | None,
     provider: str | None = None,
+    force: bool = False,
 ) -> str:
     """An S3-notification-shaped SQS body for an object that existed before the stack.
 
     Backfill reuses the notification shape so the handler has a single parser; it carries no
     sequencer (there was no event), so ordering falls back to the object's version.
-    ``provider`` asks for a provider other than the deployment's default (re-captioning).
+    ``provider`` asks for a provider other than the deployment's default (re-captioning);
+    ``force`` replaces a finished caption of the version, a human one included.
     """
     obj: dict[str, Any] = {"key": quote_plus(key)}
     if version_id:
@@ -223,6 +233,11 @@ def backfill_message(
         "eventName": "ObjectCreated:Backfill",
         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
     }
+    extra: dict[str, Any] = {}
     if provider:
-        record["captioner"] = {"provider": provider}
+        extra["provider"] = provider
+    if force:
+        extra["force"] = True
+    if extra:
+        record["captioner"] = extra
     return json.dumps({"Records": [record]})

@@ -206,7 +206,7 @@ class Pipeline:
             return Outcome(Unchanged.IGNORED, "the object no longer exists")
         if ref is None:
             return Outcome(Unchanged.STALE, "the event names a version that is no longer current")
-        return self._created(ref, attempt, event.provider)
+        return self._created(ref, attempt, event.provider, force=event.force)
 
     def _choose_provider(self, name: str | None) -> CaptionProvider:
         if not name or name == self.provider.name:
@@ -271,14 +271,16 @@ class Pipeline:
             version, etag, size = head.version_id, head.etag, head.size
         return ObjectRef(event.bucket, event.key, version, etag, size, event.sequencer)
 
-    def _created(self, ref: ObjectRef, attempt: Attempt, requested: str | None) -> Outcome:
+    def _created(
+        self, ref: ObjectRef, attempt: Attempt, requested: str | None, *, force: bool = False
+    ) -> Outcome:
         provider = self._choose_provider(requested)
         # a provider named in the message is an explicit request, the primary's name too
         # (re-captioning a fallback's captions: `backfill --provider modelslab`)
         explicit = requested or None
         # an event without a sequencer named the current version already (``_resolve``)
         claim = self.store.claim(
-            ref, attempt.lease_seconds(), explicit, current=ref.sequencer is None
+            ref, attempt.lease_seconds(), explicit, current=ref.sequencer is None, force=force
         )
         if claim.outcome is ClaimOutcome.UNORDERED:
             try:
@@ -287,7 +289,9 @@ class Pipeline:
                 current = False
             if not current:
                 return Outcome(Unchanged.STALE, "a newer version of the object exists, or none")
-            claim = self.store.claim(ref, attempt.lease_seconds(), explicit, current=True)
+            claim = self.store.claim(
+                ref, attempt.lease_seconds(), explicit, current=True, force=force
+            )
         if claim.outcome is ClaimOutcome.DONE:
             self.announcer.owed(claim.previous)  # an event an earlier delivery could not send
             return Outcome(Unchanged.DUPLICATE, "this version is already captioned")

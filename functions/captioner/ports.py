@@ -60,11 +60,13 @@ class Captions(Protocol):
         provider: str | None = None,
         *,
         current: bool = False,
+        force: bool = False,
     ) -> Claim:
-        """CLAIMED, or why not: DONE (captioned and tagged), STALE (a newer version owns
-        the row), BUSY (another delivery holds a live lease), UNORDERED (another version's
-        row that sequencers cannot order against this one: claim again with ``current``
-        once S3 says this version is the current one)."""
+        """CLAIMED, or why not: DONE (captioned and tagged, or a person's caption; never
+        with ``force``), STALE (a newer version owns the row), BUSY (another delivery
+        holds a live lease), UNORDERED (another version's row that sequencers cannot order
+        against this one: claim again with ``current`` once S3 says this version is the
+        current one)."""
         ...
 
     def record_job(

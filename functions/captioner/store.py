@@ -54,6 +54,14 @@ EVENT_LEASE = "event_lease_until"
 # Longer than a PutEvents with botocore's retries, shorter than the queue's visibility
 # timeout (360 s): a redelivery after a dead instance finds the lease run out.
 EVENT_LEASE_S = 60.0
+# Who wrote the row's caption: ``model`` (the pipeline's provider) or ``human`` (``captioner
+# edit``, the gallery). A human caption of a version is never replaced by the pipeline unless
+# a message asks with ``force`` (``is_human_caption``); rows written before the attribute
+# existed have none and mean ``model``. ``edited_at``: when a person last set it.
+CAPTION_SOURCE = "caption_source"
+EDITED_AT = "edited_at"
+HUMAN = "human"
+MODEL = "model"
 
 # Called with the row as written when a write makes a status change that must be announced.
 Announce = Callable[[dict[str, Any]], None]
@@ -241,7 +249,29 @@ RESULT_FIELDS = (
     EVENT_DUE,
     EVENT_LEASE,
     "requeued_at",
+    CAPTION_SOURCE,
+    EDITED_AT,
 )
+
+
+def forced_previous(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The row as a forced re-caption's claim sees it: a finished caption (a person's, or
+    the model's with its tag settled) and its provider job are not reused, so the provider
+    is asked again. (A forced message delivered twice may therefore pay twice.)"""
+    if row is None:
+        return None
+    finished = row.get("status") == Status.CAPTIONED and row.get("tag_status") in TAG_SETTLED
+    if not (finished or is_human_caption(row)):
+        return row  # unfinished: its paid caption or queued job is still reused
+    return {
+        k: v for k, v in row.items() if k not in ("caption", "provider_job_id", "provider_job_rev")
+    }
+
+
+def is_human_caption(row: Mapping[str, Any] | None) -> bool:
+    """The row's caption was written by a person: the pipeline leaves it alone (same
+    version) unless a message explicitly forces a re-caption."""
+    return row is not None and row.get(CAPTION_SOURCE) == HUMAN and bool(row.get("caption"))
 
 
 def now_iso(clock: Callable[[], datetime] | None = None) -> str:
@@ -303,6 +333,7 @@ class CaptionStore:
         provider: str | None = None,
         *,
         current: bool = False,
+        force: bool = False,
     ) -> Claim:
         """Mark the row PENDING for this version under a lease and a fresh fence token.
 
@@ -312,26 +343,30 @@ class CaptionStore:
         holds a live lease (BUSY). A row of an older version is taken over in a second
         write that starts the new version afresh (attempts 1, no result fields) — unless
         only one of the two versions has a sequencer: then the caller must first make sure
-        this version is the current one (UNORDERED) and claim again with ``current``."""
+        this version is the current one (UNORDERED) and claim again with ``current``.
+
+        A human caption of this version counts as DONE too, whatever the provider, unless
+        ``force`` (an explicit re-caption: then a finished caption of either source is
+        claimed and replaced)."""
         takeover: str | None = None  # the older revision we expect to replace
         for _ in range(4):
             token = uuid.uuid4().hex
             lease = now_iso(lambda: self._clock() + timedelta(seconds=lease_seconds))
             try:
-                old = self._claim_write(ref, token, lease, provider, takeover, current)
+                old = self._claim_write(ref, token, lease, provider, takeover, current, force)
             except _Refused as refused:
                 old = refused.row
                 if is_legacy_order(old.get("sequencer_order")):
                     self._migrate_order(ref.bucket, ref.key, old)
                     continue
-                verdict = _why_blocked(old, ref, provider)
+                verdict = _why_blocked(old, ref, provider, force)
                 if verdict is ClaimOutcome.UNORDERED and current:
                     verdict = None
                 if verdict is not None:
                     return Claim(verdict, ref, old)
                 takeover = old.get("revision")
                 continue
-            return Claim(ClaimOutcome.CLAIMED, ref, old, token)
+            return Claim(ClaimOutcome.CLAIMED, ref, forced_previous(old) if force else old, token)
         return Claim(ClaimOutcome.BUSY, ref, None)  # rows changing under us: come back later
 
     def _claim_write(
@@ -342,6 +377,7 @@ class CaptionStore:
         provider: str | None,
         takeover: str | None,
         current: bool = False,
+        force: bool = False,
     ) -> dict[str, Any] | None:
         w = _Write()
         w.set("status", Status.PENDING.value)
@@ -366,21 +402,16 @@ class CaptionStore:
         if takeover is None:
             att = w.name("attempts")
             w.set_expr("attempts", f"if_not_exists({att}, {w.value(0)}) + {w.value(1)}")
-            done = (
-                f"{w.name('status')} = {w.value(Status.CAPTIONED.value)}"
-                f" AND {w.name('tag_status')} IN ({', '.join(w.value(t.value) for t in TAG_SETTLED)})"
-            )
-            if provider:
-                done += f" AND {w.name('provider')} = {w.value(provider)}"
             live = f"{w.name('lease_until')} > {w.value(self.now())}"
             same = f"{w.name('revision')} = {w.value(ref.revision)}"
             if not current:
                 # a version deleted since is claimed again only once S3 says it is current
                 # (an "undelete"): its create event, delivered late, is older than the delete
                 same += f" AND {w.name('status')} <> {w.value(Status.DELETED.value)}"
+            finished = "" if force else f" AND NOT ({_done_condition(w, provider)})"
             w.condition = (
                 f"attribute_not_exists({w.name('bucket')}) OR "
-                f"({same} AND NOT ({done}) AND NOT ({live}) AND {seq_ok})"
+                f"({same}{finished} AND NOT ({live}) AND {seq_ok})"
             )
         else:
             # A newer version takes the row: nothing of the older one's result stays.
@@ -442,6 +473,8 @@ class CaptionStore:
             values["provider_job_rev"] = claim.ref.revision if result.provider_job_id else None
             values[EVENT_DUE] = result.status.value if announce else None
             values[EVENT_LEASE] = self._event_lease() if announce else None
+            # the pipeline's captions are the model's (a person's: save_human_caption)
+            values[CAPTION_SOURCE] = MODEL if result.caption else None
             for attr in RESULT_FIELDS:
                 values.setdefault(attr, None)
             for attr, val in values.items():
@@ -698,6 +731,98 @@ class CaptionStore:
             return "changed"
         return "unindexed" if want.empty else "indexed"
 
+    # -- human captions (``captioner edit``, ``captioner ui``) -----------------------------
+
+    def save_human_caption(
+        self,
+        bucket: str,
+        key: str,
+        revision: str,
+        caption: str,
+        *,
+        announce: Announce | None = None,
+    ) -> dict[str, Any]:
+        """A person's caption for the version the row describes: CAPTIONED with
+        ``caption_source`` = human and ``edited_at``, the word index with it. Returns the
+        row as written (its ``tag_value`` is the caption tag an earlier write put on the
+        object: ours to replace, see ``save_human_tag``).
+
+        Refused with ``NotEditable`` when the row is gone, DELETED, or describes another
+        version (``revision``). The fence token is removed, so a delivery still working on
+        this version writes nothing after it (its fenced writes fail: "taken"). Each try
+        is conditional on the row being as read (``updated_at``):
+
+            edit                                  delivery (same version)
+            read row (updated_at u1)
+                                                  claim: updated_at u2, token t
+            write if updated_at = u1: refused
+            read again (u2), write: token removed
+                                                  save_result if token = t: refused
+        """
+        for _ in range(4):
+            row = self.get(bucket, key)
+            if row is None or row.get("status") == Status.DELETED:
+                raise NotEditable(f"no current object for s3://{bucket}/{key}")
+            if row.get("revision") != revision:
+                raise NotEditable(
+                    f"s3://{bucket}/{key}: that version is no longer the row's (it describes "
+                    f"version {row.get('version_id') or row.get('revision')})"
+                )
+            now = self.now()
+            w = _Write()
+            changes: dict[str, Any] = {
+                "status": Status.CAPTIONED.value, "caption": caption, CAPTION_SOURCE: HUMAN,
+                EDITED_AT: now, "updated_at": now, "reason": None, "last_error": None,
+                # the model's labels described what it saw, not what the person wrote
+                "labels": None, "lease_until": None, "claim_token": None,
+                "tag_status": None, "requeued_at": None,
+                EVENT_DUE: Status.CAPTIONED.value if announce else None,
+            }  # fmt: skip
+            for attr, val in changes.items():
+                w.set(attr, val)
+            w.condition = (
+                f"{w.name('revision')} = {w.value(revision)}"
+                f" AND {w.name('updated_at')} = {w.value(row.get('updated_at'))}"
+            )
+            new = {k: v for k, v in {**row, **changes}.items() if v is not None}
+            known = IndexState.of(row)
+            want = index.wanted(new, now)
+            _set_index(w, known, want)
+            try:
+                if known.empty and want.empty:
+                    self._update(bucket, key, w)
+                else:
+                    self._transact(bucket, key, w, known, want)
+            except _Refused:
+                continue  # the row changed since it was read: read it again
+            if announce:
+                announce(new)
+            return new
+        raise IndexBusy("the row kept changing while the caption was saved; try again")
+
+    def save_human_tag(
+        self,
+        row: Mapping[str, Any],
+        tag_status: TagStatus,
+        tag_value: str | None,
+        error: str | None,
+    ) -> bool:
+        """Record the caption tag step of a human edit (``row`` as ``save_human_caption``
+        returned it); False when the row changed since (a newer edit records its own)."""
+        w = _Write()
+        w.set("tag_status", tag_status.value)
+        w.set("tag_value", tag_value)
+        w.set("last_error", error)
+        w.condition = (
+            f"{w.name(EDITED_AT)} = {w.value(row[EDITED_AT])}"
+            f" AND {w.name(CAPTION_SOURCE)} = {w.value(HUMAN)}"
+        )
+        try:
+            self._update(str(row["bucket"]), str(row["key"]), w)
+        except _Refused:
+            return False
+        return True
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _update(
@@ -755,6 +880,10 @@ class CaptionStore:
 
 class IndexBusy(CaptionerError):
     """A row's index state kept changing while its claim holder wrote it."""
+
+
+class NotEditable(CaptionerError):
+    """A human caption was refused: no current row for that object version."""
 
 
 def _set_index(w: _Write, old: IndexState, new: IndexState) -> None:
@@ -849,7 +978,21 @@ def _seq_condition(w: _Write, order: str | None, op: str) -> str:
     )
 
 
-def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> ClaimOutcome | None:
+def _done_condition(w: _Write, provider: str | None) -> str:
+    """This version needs nothing more: captioned and tagged (by ``provider``, when one was
+    asked for by name), or captioned by a person (``is_human_caption``)."""
+    done = (
+        f"{w.name('status')} = {w.value(Status.CAPTIONED.value)}"
+        f" AND {w.name('tag_status')} IN ({', '.join(w.value(t.value) for t in TAG_SETTLED)})"
+    )
+    if provider:
+        done += f" AND {w.name('provider')} = {w.value(provider)}"
+    return f"({done}) OR {w.name(CAPTION_SOURCE)} = {w.value(HUMAN)}"
+
+
+def _why_blocked(
+    old: dict[str, Any], ref: ObjectRef, provider: str | None, force: bool = False
+) -> ClaimOutcome | None:
     """Why a claim was refused, or None when the row is an older version's to take over."""
     order = sequencer_order(ref.sequencer)
     if order and str(old.get("sequencer_order", "")) > order:
@@ -860,7 +1003,9 @@ def _why_blocked(old: dict[str, Any], ref: ObjectRef, provider: str | None) -> C
     if old.get("status") == Status.DELETED:
         return ClaimOutcome.UNORDERED  # deleted since, or undeleted: S3 decides (a HEAD)
     captioned = old.get("status") == Status.CAPTIONED and old.get("tag_status") in TAG_SETTLED
-    if captioned and (not provider or old.get("provider") == provider):
+    if not force and (
+        is_human_caption(old) or (captioned and (not provider or old.get("provider") == provider))
+    ):
         return ClaimOutcome.DONE
     # a live lease (or the row changed between the write and this read): try later
     return ClaimOutcome.BUSY

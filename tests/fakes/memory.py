@@ -28,9 +28,11 @@ from captioner.errors import ProviderPending
 from captioner.objects import ObjectHead, ObjectMissing
 from captioner.providers.base import Caption, ImageSource, Length
 from captioner.store import (
+    CAPTION_SOURCE,
     EVENT_DUE,
     EVENT_LEASE,
     EVENT_LEASE_S,
+    MODEL,
     RESULT_FIELDS,
     TOMBSTONE,
     Announce,
@@ -39,6 +41,8 @@ from captioner.store import (
     ObjectRef,
     Result,
     Status,
+    forced_previous,
+    is_human_caption,
     now_iso,
     sequencer_order,
 )
@@ -161,6 +165,7 @@ class MemoryCaptions:
         provider: str | None = None,
         *,
         current: bool = False,
+        force: bool = False,
     ) -> Claim:
         with self._lock:
             self.calls.append("claim")
@@ -174,7 +179,7 @@ class MemoryCaptions:
                 if row["revision"] == ref.revision and deleted and not current:
                     return Claim(ClaimOutcome.UNORDERED, ref, old)  # deleted since: ask S3
                 if row["revision"] == ref.revision:  # (an undelete: the caption is reused)
-                    if _done(row, provider):
+                    if not force and (_done(row, provider) or is_human_caption(row)):
                         return Claim(ClaimOutcome.DONE, ref, old)
                     if row.get("lease_until", "") > self.now():
                         return Claim(ClaimOutcome.BUSY, ref, old)
@@ -199,7 +204,7 @@ class MemoryCaptions:
             _put(row, version_id=ref.version_id, etag=ref.etag, size=ref.size)
             if order:
                 row.update(sequencer_order=order, sequencer=ref.sequencer)
-            return Claim(ClaimOutcome.CLAIMED, ref, old, token)
+            return Claim(ClaimOutcome.CLAIMED, ref, forced_previous(old) if force else old, token)
 
     def record_job(
         self, claim: Claim, job_id: str, provider: str, *, recaption: bool = False
@@ -228,6 +233,7 @@ class MemoryCaptions:
             values["lease_until"] = None
         values[EVENT_DUE] = result.status.value if announce else None
         values[EVENT_LEASE] = self._event_lease() if announce else None
+        values[CAPTION_SOURCE] = MODEL if result.caption else None
         return self._fenced("save_result", claim, values, announce)
 
     def save_tag(

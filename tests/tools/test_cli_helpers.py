@@ -226,8 +226,8 @@ def test_help_lists_the_commands_in_the_order_they_are_registered():
 
     group = typer.main.get_command(app)
     assert group.list_commands(None) == [
-        "demo", "caption", "get", "list", "search", "status", "doctor", "connect", "events",
-        "backfill", "redrive", "local",
+        "demo", "caption", "get", "list", "search", "ui", "edit", "export", "status", "doctor",
+        "connect", "events", "backfill", "redrive", "local",
     ]  # fmt: skip
 
 

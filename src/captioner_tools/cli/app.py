@@ -27,6 +27,7 @@ from captioner_tools.cli import (
     commands_local,
     commands_queue,
     commands_rows,
+    commands_ui,
     errors,
 )
 from captioner_tools.cli.options import DeploymentCommand
@@ -72,6 +73,9 @@ app.command(rich_help_panel="Captions")(commands_caption.caption)
 app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.get)
 app.command("list", cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.list_)
 app.command(cls=DeploymentCommand, rich_help_panel="Captions")(commands_rows.search)
+app.command(cls=DeploymentCommand, rich_help_panel="Review")(commands_ui.ui)
+app.command(cls=DeploymentCommand, rich_help_panel="Review")(commands_ui.edit)
+app.command(cls=DeploymentCommand, rich_help_panel="Review")(commands_ui.export)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_queue.status)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_doctor.doctor)
 app.command(cls=DeploymentCommand, rich_help_panel="Operations")(commands_connect.connect)

@@ -43,6 +43,10 @@ def demo(
         bool, typer.Option(help="Keep the stack up afterwards, until Ctrl-C.")
     ] = False,
     verbose: Annotated[bool, typer.Option(help="Show the function's own JSON logs.")] = False,
+    ui: Annotated[
+        bool,
+        typer.Option("--ui", help="Then serve the gallery (`captioner ui`) until Ctrl-C."),
+    ] = False,
 ) -> None:
     """Start the local stack, upload DIR's images, wait for every caption, print them.
 
@@ -65,12 +69,21 @@ def demo(
             provider=provider,
             visibility_timeout=visibility_timeout,
             template=template,
-            register_stack=keep_running,  # discovery by stack name only matters if it stays up
+            register_stack=keep_running
+            or ui,  # discovery by stack name only matters if it stays up
             log_level="INFO" if verbose else "ERROR",
         )
         with stack:
             finished = _run(stack, base, paths, timeout)
-            if keep_running:
+            if ui:
+                from captioner_tools.cli.localui import start_gallery
+
+                start_gallery(stack)
+            else:
+                from captioner_tools.cli.localui import HINT
+
+                out.print(HINT, soft_wrap=True, markup=False)
+            if keep_running or ui:
                 print_usage(stack)
                 out.print("[bold green]still running[/] — Ctrl-C to stop", soft_wrap=True)
                 wait_for_interrupt()

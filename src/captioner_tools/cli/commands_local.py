@@ -47,6 +47,9 @@ def up(
     log_level: Annotated[
         str, typer.Option(help="Level of the function's own (JSON) logs: DEBUG, INFO, WARNING…")
     ] = "WARNING",
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Also serve the gallery (`captioner ui`) beside it.")
+    ] = False,
 ) -> None:
     """Start the local stack and run until Ctrl-C (state lives in memory)."""
     require_extra()
@@ -66,6 +69,10 @@ def up(
     try:
         out.print(banner(stack))
         print_usage(stack)
+        if ui:
+            from captioner_tools.cli.localui import start_gallery
+
+            start_gallery(stack)
         warning = modelslab_warning(stack)
         if warning:
             err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)

@@ -1,0 +1,5 @@
+"""``python -m captioner_tools.cli``: the ``captioner`` command."""
+
+from captioner_tools.cli.app import main
+
+main()
