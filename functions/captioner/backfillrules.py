@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from captioner.store import Status
+from captioner.store import Status, is_human_caption
 from captioner.tags import TAG_SETTLED, TagStatus
 
 
@@ -26,6 +26,7 @@ class Skip(StrEnum):
     REJECTED = "already rejected (same version)"
     OPTED_OUT = "opted out"
     OTHER_PROVIDER = "not captioned by the provider asked for"
+    HUMAN_CAPTION = "a caption a person wrote"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def skip_reason(version: Version, row: Mapping[str, Any] | None, asked: Asked) -
         return None
     if owes_event(row):
         return None  # the function announces it without paying again
+    if is_human_caption(row):  # never replaced by a backfill (only a forced re-caption)
+        return Skip.HUMAN_CAPTION
     status = row.get("status")
     if status == Status.REJECTED and not asked.provider:
         # the same bytes fail the same checks; another provider may accept other formats

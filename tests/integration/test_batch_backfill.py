@@ -154,6 +154,8 @@ def test_an_existing_row_in_every_status_decides_as_todays_backfill(batch, fake_
                          "skipped: already rejected (same version)"),
         "optout.jpg": ({"status": "SKIPPED", "reason": "opted out with tag caption-skip=true"},
                        "skipped: opted out"),
+        "human.jpg": ({**done, "caption": "A person's words.", "caption_source": "human"},
+                      "skipped: a caption a person wrote"),
         "failed.jpg": ({"status": "FAILED", "reason": "provider said no"}, "enqueued"),
         "pending.jpg": ({"status": "PENDING"}, "enqueued"),  # a delivery died: finished
         "untagged.jpg": ({**done, "tag_status": "FAILED"}, "enqueued"),  # tag retried, free

@@ -164,8 +164,8 @@ def test_the_local_batch_function_serves_the_upload_bucket_and_the_existing_ones
     from captioner.batchbackfill import BatchSettings
     from captioner_tools.local.template import StackTemplate
 
-    refs = {"UploadBucket": "up", "CaptionsTable": "tbl", "CaptionQueue": "q"}
-    for existing, served in (("", {"up"}), ("photos,scans", {"up", "photos", "scans"})):
+    refs = {"UploadBucket": "uploads", "CaptionsTable": "tbl", "CaptionQueue": "q"}
+    for existing, served in (("", {"uploads"}), ("photos,scans", {"uploads", "photos", "scans"})):
         spec = StackTemplate(None, {"ExistingBucketNames": existing}).function(
             "BatchBackfillFunction", refs
         )
