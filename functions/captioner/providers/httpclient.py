@@ -15,13 +15,15 @@ the caller's thread, so concurrent records in other threads keep their own deadl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import httpcore
 import httpx
+
+from captioner.errors import ProviderTransientError
 
 _ends_at: ContextVar[float | None] = ContextVar("captioner_http_ends_at", default=None)
 
@@ -48,6 +50,46 @@ def client(timeout: float, *, max_connections: int = 32) -> httpx.Client:
         timeout=httpx.Timeout(timeout, connect=5.0),
         headers={"Accept": "application/json"},
     )
+
+
+def post(
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    *,
+    seconds: float,
+    timeout: float,
+    who: str,
+    redact: Callable[[str], str],
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``body`` and read the whole reply within ``seconds`` (each read at most
+    ``timeout``). A transport failure is a ``ProviderTransientError`` that says whether
+    the request may have been charged (it was sent) and whether a 200 had begun (charged,
+    of no use: not to be tried again at once)."""
+    budget = max(min(timeout, seconds), 0.001)
+    answered = False  # a 200's headers came: the request was taken on
+    try:
+        with within(seconds), client.stream(
+            "POST", url, json=body, headers=headers,
+            timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
+        ) as resp:  # fmt: skip
+            answered = resp.status_code == 200
+            resp.read()
+    except httpx.TimeoutException as exc:
+        failed = ProviderTransientError(f"{who} timed out")
+        sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+    except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
+        failed = ProviderTransientError(
+            f"cannot reach {who}: {redact(f'{type(exc).__name__}: {exc}')}"
+        )
+        sent = not isinstance(exc, httpx.ConnectError)
+    else:
+        return resp
+    # a request that was sent may have been taken on (and charged) before the reply
+    failed.maybe_charged = sent
+    failed.charged_reply = answered
+    raise failed from None
 
 
 def _left(timeout: float | None, error: type[Exception]) -> float | None:

@@ -220,29 +220,10 @@ class ModelsLabProvider:
         self._check_budget(deadline)
         # Never wait past the record's deadline: a request still open when Lambda times out
         # would fail the whole batch, not just this record.
-        budget = min(self._timeout, deadline - self._clock())
-        answered = False  # a 200's headers came: the request was taken on
-        try:
-            # headers and body, all of it, by the deadline
-            with httpclient.within(deadline - self._clock()), self._client.stream(
-                "POST", url, json=body,
-                timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
-            ) as resp:  # fmt: skip
-                answered = resp.status_code == 200
-                resp.read()
-        except httpx.TimeoutException as exc:
-            timed_out = ProviderTransientError("ModelsLab timed out")
-            # a request that was sent may have been taken on (and charged) before the reply
-            timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            timed_out.charged_reply = answered
-            raise timed_out from None
-        except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
-            failed = ProviderTransientError(
-                f"cannot reach ModelsLab: {_redact(type(exc).__name__ + ': ' + str(exc), key)}"
-            )
-            failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
-            failed.charged_reply = answered
-            raise failed from None
+        resp = httpclient.post(
+            self._client, url, body, seconds=deadline - self._clock(), timeout=self._timeout,
+            who="ModelsLab", redact=lambda text: _redact(text, key),
+        )  # fmt: skip
         payload = _json(resp)
         code = resp.status_code
         if code == 429:

@@ -134,29 +134,12 @@ class OpenAIProvider:
     def _post(self, body: dict[str, Any], key: str, deadline: float) -> dict[str, Any]:
         # Never wait past the record's deadline: a request still open when Lambda times out
         # would fail the whole batch, not just this record.
-        budget = min(self._timeout, deadline - self._clock())
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        answered = False  # a 200's headers came: the request was taken on
-        try:
-            # headers and body, all of it, by the deadline
-            with httpclient.within(deadline - self._clock()), self._client.stream(
-                "POST", self._url, json=body, headers=headers,
-                timeout=httpx.Timeout(budget, connect=min(5.0, budget)),
-            ) as resp:  # fmt: skip
-                answered = resp.status_code == 200
-                resp.read()
-        except httpx.TimeoutException as exc:
-            timed_out = ProviderTransientError("the OpenAI endpoint timed out")
-            # a request that was sent may have been taken on (and billed) before the reply
-            timed_out.maybe_charged = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            timed_out.charged_reply = answered
-            raise timed_out from None
-        except httpx.HTTPError as exc:  # transport, decoding, redirects: not the image's fault
-            detail = _redact(f"{type(exc).__name__}: {exc}", key)
-            failed = ProviderTransientError(f"cannot reach the OpenAI endpoint: {detail}")
-            failed.maybe_charged = not isinstance(exc, httpx.ConnectError)
-            failed.charged_reply = answered
-            raise failed from None
+        resp = httpclient.post(
+            self._client, self._url, body, seconds=deadline - self._clock(),
+            timeout=self._timeout, who="the OpenAI endpoint",
+            redact=lambda text: _redact(text, key), headers=headers,
+        )  # fmt: skip
         try:
             payload = resp.json()
         except ValueError:
