@@ -69,6 +69,9 @@ class Reviewer:
     def _store(self) -> CaptionStore:
         return CaptionStore(self.deployment.table, self.deployment.client("dynamodb"))
 
+    def row(self, bucket: str, key: str) -> dict[str, Any] | None:
+        return self._store().get(bucket, key)
+
     def _parameter(self, name: str) -> str | None:
         try:
             return self.deployment.parameters().get(name) or None
@@ -105,10 +108,8 @@ class Reviewer:
             raise CliError(str(exc)) from None
         status, value, error = self._tag(objects, saved, text)
         store.save_human_tag(saved, status, value, error)
-        saved.update(tag_status=status.value, tag_value=value)
-        if error:
-            saved["last_error"] = error
-        return saved
+        # the row as it now is (its index entries and tag included), not as the write began
+        return store.get(bucket, key) or saved
 
     def _tag(
         self, objects: ObjectStore, row: dict[str, Any], text: str
@@ -177,6 +178,14 @@ def export_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _inert(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs as a formula (OWASP's CSV injection advice: a leading
+    ``= + - @``, tab or carriage return gets a ``'``); JSON exports keep the text as it is."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def export_lines(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[str]:
     """The alt-text export, streamed: CSV with a header row, a JSON array, or JSON lines."""
     if fmt not in EXPORT_FORMATS:
@@ -186,7 +195,7 @@ def export_lines(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[str]:
         writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(export_record(row))
+            writer.writerow({k: _inert(v) for k, v in export_record(row).items()})
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()

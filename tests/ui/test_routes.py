@@ -100,6 +100,37 @@ def test_an_edit_through_the_api_needs_the_current_version(base, token, photos):
     assert row(photos, "gallery/red dot.png")["caption"] == "A red dot on white"
 
 
+def test_a_bad_caption_or_a_missing_version_is_a_400_and_null_on_a_versioned_row_a_409(
+    base, token, photos
+):
+    current = row(photos, "gallery/blue.jpg")
+    headers = {"X-Captioner-Token": token}
+    body = {"bucket": photos.bucket, "key": "gallery/blue.jpg",
+            "version_id": current["version_id"]}  # fmt: skip
+    for caption in ("", "   ", "x" * 200_000):
+        resp = httpx.post(base + "/api/caption", json={**body, "caption": caption}, headers=headers)
+        assert resp.status_code == 400, resp.text
+    no_version = {k: v for k, v in body.items() if k != "version_id"}
+    resp = httpx.post(base + "/api/caption", json={**no_version, "caption": "A"}, headers=headers)
+    assert resp.status_code == 400 and "version_id" in resp.json()["error"]
+    resp = httpx.post(base + "/api/caption", json={**body, "version_id": None, "caption": "A"},
+                      headers=headers)  # fmt: skip
+    assert resp.status_code == 409 and "versioned" in resp.json()["error"]
+    assert row(photos, "gallery/blue.jpg")["caption"] == current["caption"]
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula():
+    from captioner_tools.review import export_lines
+
+    captions = (("a", '=HYPERLINK("http://evil","x")'), ("b", "+1"), ("c", "@SUM(1)"),
+                ("d", "-2"), ("e", "A cat."))  # fmt: skip
+    rows = [{"bucket": "b", "key": k, "caption": c, "status": "CAPTIONED"} for k, c in captions]
+    text = "".join(export_lines(rows, "csv"))
+    assert "'=HYPERLINK" in text and "'+1" in text and "'@SUM" in text and "'-2" in text
+    assert ",A cat.," in text
+    assert json.loads("".join(export_lines(rows[:1], "json")))[0]["caption"].startswith("=")
+
+
 def test_thumbnails_are_small_jpegs_and_non_images_get_a_placeholder(base, ui, photos):
     r = row(photos, "gallery/blue.jpg")
     params = {"bucket": photos.bucket, "key": r["key"], "v": r["version_id"]}

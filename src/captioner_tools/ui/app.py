@@ -34,6 +34,7 @@ from captioner_tools.review import (
     EXPORT_FORMATS,
     Reviewer,
     caption_source,
+    clean_caption,
     export_lines,
 )
 from captioner_tools.ui.guard import TOKEN_HEADER, Guard, GuardMiddleware
@@ -215,16 +216,23 @@ def create_app(deployment: Deployment, guard: Guard) -> Starlette:
         try:
             body = await request.json()
             bucket, key = str(body["bucket"]), str(body["key"])
-            caption = str(body["caption"])
-            version = body.get("version_id")
+            caption = clean_caption(str(body["caption"]))
+            version = body["version_id"]  # required: it is what makes a stale edit a 409
+            if version is not None and (not isinstance(version, str) or not version):
+                raise ValueError("version_id")
+        except CliError as exc:  # the caption itself: empty or too long
+            return JSONResponse({"error": str(exc)}, status_code=400)
         except (ValueError, KeyError, TypeError):
             return JSONResponse(
-                {"error": "expected JSON with bucket, key, version_id and caption"},
+                {"error": "expected JSON with bucket, key, version_id (a string) and caption"},
                 status_code=400,
             )
         try:
-            row = await run(gallery.reviewer.edit, bucket, key, caption,
-                            str(version) if version else None)  # fmt: skip
+            if version is None:  # only an object without versions (an unversioned bucket)
+                current = await run(gallery.reviewer.row, bucket, key)
+                if current is not None and current.get("version_id"):
+                    raise CliError("the object is versioned: give the version_id being edited")
+            row = await run(gallery.reviewer.edit, bucket, key, caption, version)
         except CliError as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         return JSONResponse(_jsonable({"row": row}))
