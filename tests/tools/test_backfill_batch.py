@@ -101,6 +101,32 @@ def test_the_cost_comes_first_and_without_a_terminal_creating_needs_yes(stack):
     assert stack.batch_operations.jobs == jobs
 
 
+def test_a_job_that_cannot_work_is_refused_before_it_is_created(stack):
+    """An unserved bucket, a missing bucket or report bucket: no job, no fee, one line."""
+    jobs = dict(stack.batch_operations.jobs)
+    stack.client("s3").create_bucket(Bucket="not-served-here")
+    result = cli(stack, "backfill", "s3://not-served-here/", "--engine", "batch", "--yes")
+    one_error_line(result, "does not serve s3://not-served-here", "ExistingBucketNames")
+    result = cli(stack, "backfill", f"s3://{stack.bucket}/", "--engine", "batch", "--yes",
+                 "--report", "s3://no-such-reports-bucket/x/")  # fmt: skip
+    one_error_line(result, "s3://no-such-reports-bucket does not exist")
+    assert stack.batch_operations.jobs == jobs
+
+
+def test_following_a_job_that_failed_exits_1(stack):
+    from captioner_tools.local.batchops import LocalJob
+
+    created = cli(stack, "backfill", f"s3://{stack.bucket}/nothing-here/", "--engine", "batch",
+                  "--yes")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    job_id = job_of(created.output)
+    job: LocalJob = stack.batch_operations.jobs[job_id]
+    followed = cli(stack, "backfill", "--job", job_id, "--follow")
+    assert followed.exit_code == 0, followed.output  # complete, nothing failed
+    job.status, job.reason = "Failed", "TaskFailureThresholdExceeded"
+    assert cli(stack, "backfill", "--job", job_id, "--follow").exit_code == 1
+
+
 @pytest.mark.parametrize(
     "count",
     [100, pytest.param(1000, marks=pytest.mark.load, id="1000")],  # 1,000: --run-load

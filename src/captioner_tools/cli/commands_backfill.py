@@ -182,7 +182,10 @@ def backfill(
             only_provider=_provider(only_provider, "--only-provider"),
             yes=yes, dry_run=dry_run, as_json=as_json,
         )  # fmt: skip
-        backfill_batch.create(deployment_of(ctx), options, _price)
+        deployment = deployment_of(ctx)
+        # before a job (and its fee) exists: every task of an unserved bucket would fail
+        refuse_unserved(deployment, target.bucket)
+        backfill_batch.create(deployment, options, _price)
         return
     if reindex:
         if provider or only_provider:

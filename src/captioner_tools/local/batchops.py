@@ -153,7 +153,10 @@ class LocalBatchOperations:
                             and job.failed / done > FAILURE_THRESHOLD_RATE):  # fmt: skip
                         job.status = "Failing"
                         job.reason = "TaskFailureThresholdExceeded"
-        self._write_report(job)
+        try:
+            self._write_report(job)
+        except Exception as exc:  # S3 fails a job whose report cannot be written
+            job.status, job.reason = "Failing", f"CompletionReportWriteFailed: {type(exc).__name__}"
         job.ended = time.monotonic()
         job.status = "Failed" if job.status == "Failing" else "Complete"
 
