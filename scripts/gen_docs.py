@@ -93,6 +93,9 @@ def _command(path: str, command: Command, level: int) -> list[str]:
         out += ["| argument or option | type | default | meaning |", "|---|---|---|---|"]
         for p in params:
             meaning = _cell(getattr(p, "help", None) or "")
+            envvar = getattr(p, "envvar", None)
+            if isinstance(envvar, str):
+                meaning = f"{meaning} Environment: `{envvar}`.".strip()
             if p.required:
                 meaning = f"Required. {meaning}".strip()
             out.append(f"| {_flags(p)} | {_cell(_kind(p))} | {_param_default(p)} | {meaning} |")
