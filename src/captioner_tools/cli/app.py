@@ -10,7 +10,8 @@ options and reads them with ``captioner_tools.cli.options.deployment_of``). Rais
 from __future__ import annotations
 
 import os
-from typing import Any
+from importlib.metadata import version
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -66,6 +67,27 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"captioner {version('captioner')}")  # the installed package's metadata
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 app.command(rich_help_panel="Main job")(commands_demo.demo)
