@@ -245,7 +245,8 @@ def _modelslab_reply(
             name,
             "fail",
             f"cannot reach {base}: {type(exc).__name__}",
-            "check ModelsLabApiUrl and the network (NAT gateway in a VPC)",
+            "check ModelsLabApiUrl (MODELSLAB_API_URL locally) and the network (NAT gateway "
+            "in a VPC)",
         )
     fix = "put a valid key with credit in the secret (or MODELSLAB_API_KEY locally), then `captioner redrive`"
     if resp.status_code in (401, 402, 403):

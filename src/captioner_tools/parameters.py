@@ -25,7 +25,7 @@ class ParameterError(TemplateError):
     """Parameter values the template refuses; one problem per line of ``problems``."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
+        super().__init__("\n".join(problems))  # the CLI prints one error line each
         self.problems = problems
 
 

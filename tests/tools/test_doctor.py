@@ -261,6 +261,15 @@ def test_local_up_refuses_overrides_as_cloudformation_would_in_one_line(
     one_error_line(result, message)
 
 
+def test_several_refused_overrides_are_an_error_line_each(stack: LocalStack) -> None:
+    overrides = "MaxReceiveCount=abc CaptionProvider=foo Bogus=1"
+    result = cli(stack, "local", "up", "--port", "0", "--parameter-overrides", overrides)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3 and "Traceback" not in result.output
+    assert any("Bogus does not exist" in line for line in errors)
+
+
 # ------------------------------------------------------------------ AWS only: the function's role
 
 

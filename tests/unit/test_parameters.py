@@ -72,4 +72,4 @@ def test_check_raises_one_error_listing_every_problem() -> None:
         "parameter Provider='c' must be one of a, b",
         "parameter Count='x' must be a number",
     ]
-    assert "\n" not in str(caught.value)
+    assert str(caught.value).splitlines() == caught.value.problems  # a line each

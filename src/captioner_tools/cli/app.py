@@ -52,7 +52,8 @@ class CaptionerGroup(TyperGroup):
                     f"unexpected error: {type(exc).__name__}: {exc} "
                     "(set CAPTIONER_DEBUG=1 for the traceback)"
                 )
-            err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True)
+            for line in message.splitlines() or [message]:  # one error line per problem
+                err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, markup=True)
             raise typer.Exit(1) from None
 
 
