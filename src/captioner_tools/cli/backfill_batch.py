@@ -61,20 +61,6 @@ class BatchOptions:
     as_json: bool = False
 
 
-def _must_exist(s3: Any, what: str, bucket: str) -> None:
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            raise CliError(f"the {what} s3://{bucket} does not exist: no job created") from None
-        if code in ("403", "AccessDenied", "Forbidden"):
-            raise CliError(
-                f"the {what} s3://{bucket} is not readable with these credentials"
-            ) from None
-        raise
-
-
 def parse_created_before(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -103,8 +89,6 @@ def create(deployment: Deployment, options: BatchOptions, price: Callable[[str],
         else S3Url(outputs["BatchReportsBucketName"], REPORT_PREFIX)
     )
     s3 = deployment.client("s3")
-    for what, bucket in (("bucket", options.target.bucket), ("report bucket", report.bucket)):
-        _must_exist(s3, what, bucket)  # a job that cannot list or report fails only later
     manifest, keys = _manifest(s3, options)
     plan = JobPlan(
         account_id=account,
